@@ -1,0 +1,219 @@
+"""Alpaca-style QA pairs from translated CMNEE documents: questions, splits and prompts.
+
+One QA pair per (event, role). The question is an English template per (event type, role) that
+names the event's *other* arguments, so it picks one event out of a document that may hold
+several. ``[ ... ]`` parts of a template are kept only when every argument they name is present.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+from ftbench.io import DataError
+
+TEMPLATES: dict[str, dict[str, str]] = {
+    "Experiment": {
+        "Subject": "Who tested {Equipment}[ in {Location}][ on {Date}]?",
+        "Equipment": "What equipment did {Subject} test[ in {Location}][ on {Date}]?",
+        "Date": "When did {Subject} test {Equipment}[ in {Location}]?",
+        "Location": "Where did {Subject} test {Equipment}[ on {Date}]?",
+    },
+    "Manoeuvre": {
+        "Subject": "Who held the exercise[ involving {Content}][ in {Area}][ on {Date}]?",
+        "Content": "What did the exercise held by {Subject}[ in {Area}][ on {Date}] involve?",
+        "Date": "When did {Subject} hold the exercise[ involving {Content}][ in {Area}]?",
+        "Area": "In what area did {Subject} hold the exercise[ involving {Content}][ on {Date}]?",
+    },
+    "Deploy": {
+        "Subject": "Who deployed {Militaryforce}[ to {Location}][ on {Date}]?",
+        "Militaryforce": "What forces did {Subject} deploy[ to {Location}][ on {Date}]?",
+        "Date": "When did {Subject} deploy {Militaryforce}[ to {Location}]?",
+        "Location": "Where did {Subject} deploy {Militaryforce}[ on {Date}]?",
+    },
+    "Support": {
+        "Subject": "Who provided support to {Object}[ with {Materials}][ on {Date}]?",
+        "Object": "Whom did {Subject} support[ with {Materials}][ on {Date}]?",
+        "Materials": "What did {Subject} provide to {Object}[ on {Date}]?",
+        "Date": "When did {Subject} provide support to {Object}[ with {Materials}]?",
+    },
+    "Accident": {
+        "Subject": "Who was involved in the accident[ in {Location}][ on {Date}][ in which {Result}]?",
+        "Result": "What was the result of the accident involving {Subject}[ in {Location}][ on {Date}]?",
+        "Date": "When did the accident involving {Subject} happen[ in {Location}]?",
+        "Location": "Where did the accident involving {Subject} happen[ on {Date}]?",
+    },
+    "Exhibit": {
+        "Subject": "Who exhibited {Equipment}[ at {Location}][ on {Date}]?",
+        "Equipment": "What equipment did {Subject} exhibit[ at {Location}][ on {Date}]?",
+        "Date": "When did {Subject} exhibit {Equipment}[ at {Location}]?",
+        "Location": "Where did {Subject} exhibit {Equipment}[ on {Date}]?",
+    },
+    "Conflict": {
+        "Subject": "Who attacked {Object}[ in {Location}][ on {Date}]?",
+        "Object": "Whom did {Subject} attack[ in {Location}][ on {Date}]?",
+        "Date": "When did {Subject} attack {Object}[ in {Location}]?",
+        "Location": "Where did {Subject} attack {Object}[ on {Date}]?",
+    },
+    "Injure": {
+        "Subject": "Who suffered casualties[ in {Location}][ on {Date}]?",
+        "Quantity": "How many casualties did {Subject} suffer[ in {Location}][ on {Date}]?",
+        "Date": "When did {Subject} suffer casualties[ in {Location}]?",
+        "Location": "Where did {Subject} suffer casualties[ on {Date}]?",
+    },
+}
+
+#: Stand-ins for a required argument the event lacks (real CMNEE events are often incomplete).
+FILLERS = {"Subject": "the party", "Equipment": "the equipment", "Object": "the target", "Militaryforce": "forces",
+           "Content": "the drills", "Materials": "supplies", "Result": "damage", "Quantity": "casualties",
+           "Date": "that day", "Location": "the area", "Area": "the area"}
+
+_OPTIONAL = re.compile(r"\[([^\]]*)\]")
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+def build_question(event_type: str, role: str, values: dict[str, str]) -> str:
+    """Fill the (event type, role) template with the event's other arguments."""
+    template = TEMPLATES[event_type][role]
+
+    def optional(m: re.Match) -> str:
+        return m.group(1) if all(values.get(s) for s in _SLOT.findall(m.group(1))) else ""
+
+    text = _OPTIONAL.sub(optional, template)
+    return _SLOT.sub(lambda m: values.get(m.group(1)) or FILLERS[m.group(1)], text)
+
+
+def qa_pairs(doc: dict, counts: Counter) -> list[dict]:
+    """QA pairs of one translated document (see :func:`ftbench.translate.translate_document`).
+
+    A role given twice in one event (two Subjects) becomes one pair whose answer lists both,
+    joined with " and ", because either alone would be marked wrong against the other.
+    Questions that come out identical for two events with different answers are dropped.
+    """
+    pairs = []
+    for i, ev in enumerate(doc["events"]):
+        by_role: dict[str, list[str]] = defaultdict(list)
+        for a in ev["arguments"]:
+            if a["en"] not in by_role[a["role"]]:
+                by_role[a["role"]].append(a["en"])
+        values = {role: " and ".join(texts) for role, texts in by_role.items()}
+        for role, answer in values.items():
+            if len(by_role[role]) > 1:
+                counts["role_repeated_joined"] += 1
+            if not answer.strip():
+                counts["empty_answer"] += 1
+                continue
+            others = {r: v for r, v in values.items() if r != role}
+            pairs.append({
+                "id": f"{doc['id']}-e{i}-{role}",
+                "doc_id": doc["id"],
+                "event_type": ev["event_type"],
+                "role": role,
+                "instruction": build_question(ev["event_type"], role, others),
+                "input": doc["text_en"],
+                "output": answer,
+                "answer_in_context": all(t in doc["text_en"] for t in by_role[role]),
+            })
+    answers = defaultdict(set)
+    for p in pairs:
+        answers[p["instruction"]].add(p["output"])
+    kept = [p for p in pairs if len(answers[p["instruction"]]) == 1]
+    counts["ambiguous_question"] += len(pairs) - len(kept)
+    seen, unique = set(), []
+    for p in kept:  # the same question twice with the same answer: keep one
+        if p["instruction"] not in seen:
+            seen.add(p["instruction"])
+            unique.append(p)
+    return unique
+
+
+def split_documents(doc_ids: list[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
+    """Assign each document to train/validation/test so no document's pairs cross splits."""
+    for key in fractions:
+        if key not in ("validation", "test"):
+            raise DataError(f"params.yaml: data.split has unknown key '{key}'", fix="use validation and test")
+    val, test = fractions.get("validation", 0.1), fractions.get("test", 0.1)
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise DataError(f"params.yaml: data.split fractions {fractions} must be in [0, 1) and sum below 1",
+                        fix="e.g. {validation: 0.1, test: 0.15}")
+    ids = sorted(set(doc_ids))
+    random.Random(seed).shuffle(ids)
+    n_test, n_val = round(len(ids) * test), round(len(ids) * val)
+    if len(ids) >= 3:
+        n_test, n_val = max(n_test, 1 if test else 0), max(n_val, 1 if val else 0)
+    split = {d: "test" for d in ids[:n_test]}
+    split.update({d: "validation" for d in ids[n_test:n_test + n_val]})
+    split.update({d: "train" for d in ids[n_test + n_val:]})
+    return split
+
+
+def cap(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """A seeded sample of at most ``limit`` rows, in a stable order."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    picked = random.Random(seed).sample(range(len(rows)), limit)
+    return [rows[i] for i in sorted(picked)]
+
+
+# ---------------------------------------------------------------- prompts
+
+ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                 "context. Write a response that appropriately completes the request.\n\n"
+                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+
+
+def user_message(example: dict) -> str:
+    if example.get("input"):
+        return f"Context: {example['input']}\n\nQuestion: {example['instruction']}"
+    return example["instruction"]
+
+
+def render_prompt(tokenizer: Any, example: dict, style: str, system_prompt: str | None) -> str:
+    """The text the model sees before its answer.
+
+    ``chat`` uses the model's own chat template (what an instruct model was tuned on); models
+    without one, or ``style="alpaca"``, get the Alpaca prompt.
+    """
+    if style == "chat" and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": user_message(example)}]
+        if system_prompt:
+            try:
+                return tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, *messages],
+                                                     tokenize=False, add_generation_prompt=True)
+            except Exception:  # templates that reject a system turn (some Mistral versions)
+                messages = [{"role": "user", "content": f"{system_prompt}\n\n{user_message(example)}"}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = ALPACA_PROMPT.format(instruction=example["instruction"], input=example.get("input", ""))
+    return f"{system_prompt}\n\n{text}" if system_prompt else text
+
+
+def fit_context(tokenizer: Any, example: dict, budget: int, render) -> tuple[dict, bool] | None:
+    """Shorten ``input`` so the rendered prompt fits in ``budget`` tokens, keeping the answer inside.
+
+    Returns (example, truncated) or None when even an answer-centred window cannot fit.
+    """
+    prompt_len = len(tokenizer(render(example), add_special_tokens=False)["input_ids"])
+    if prompt_len <= budget:
+        return example, False
+    context = example.get("input") or ""
+    enc = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    keep = len(offsets) - (prompt_len - budget) - 2
+    if keep <= 0:
+        return None
+    at = context.find(example["output"])
+    if at < 0:
+        start_tok = 0
+    else:
+        first = next((i for i, (s, e) in enumerate(offsets) if e > at), 0)
+        last = next((i for i, (s, e) in enumerate(offsets) if e >= at + len(example["output"])), len(offsets) - 1)
+        if last - first + 1 > keep:
+            return None
+        start_tok = max(0, min(first - (keep - (last - first + 1)) // 2, len(offsets) - keep))
+    window = context[offsets[start_tok][0]:offsets[start_tok + keep - 1][1]]
+    shorter = {**example, "input": window}
+    if len(tokenizer(render(shorter), add_special_tokens=False)["input_ids"]) > budget:
+        return None
+    return shorter, True

@@ -1,0 +1,527 @@
+"""Measure what a run costs: time, memory, CPU/GPU load and energy, plus MFU and latency helpers.
+
+The comparison between fine-tuning techniques is only as honest as these numbers, so the rule
+here is: report what was measured and ``None`` for what could not be. A CPU-only machine gets
+``None`` for every GPU figure; a machine whose RAPL counters are root-only (the default on most
+kernels since 2020) gets ``None`` energy rather than an estimate from a nominal TDP.
+
+``ResourceMonitor`` samples in a daemon thread so that the training loop is not instrumented by
+hand; everything the sampler does is guarded, because a failed NVML call must never kill a run
+that has been training for an hour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+RAPL_ROOT = Path("/sys/class/powercap")
+# Package domains only: ``intel-rapl:0`` is a socket; ``intel-rapl:0:0`` (core, uncore, dram) is
+# already included in its package, so summing both would double count.
+_RAPL_PACKAGE = re.compile(r"^intel-rapl:\d+$")
+
+CSV_COLUMNS = ("t_s", "rss_mb", "cpu_percent", "gpu_power_w", "gpu_memory_used_mb", "gpu_utilization_percent")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers (unit-tested without hardware)
+# ---------------------------------------------------------------------------------------------
+
+
+def integrate_energy_j(times_s: Sequence[float], watts: Sequence[float | None]) -> float | None:
+    """Trapezoid integral of sampled power over time, in joules.
+
+    Used when the GPU has no hardware energy counter. Samples whose power is ``None`` (a failed
+    read) are dropped rather than treated as zero, which would under-count. Fewer than two valid
+    samples give ``None``: one point bounds no interval, so there is nothing honest to report.
+    """
+    if len(times_s) != len(watts):
+        raise ValueError(f"times_s and watts differ in length ({len(times_s)} != {len(watts)})")
+    pts = [(t, w) for t, w in zip(times_s, watts, strict=True) if w is not None]
+    if len(pts) < 2:
+        return None
+    return float(sum((t1 - t0) * (w0 + w1) / 2.0 for (t0, w0), (t1, w1) in zip(pts, pts[1:], strict=False)))
+
+
+def counter_delta(start: int, end: int, max_range: int) -> int:
+    """Increase of a wrapping energy counter (RAPL ``energy_uj``) between two reads.
+
+    The counter restarts from zero after ``max_energy_range_uj``; if ``end < start`` it wrapped
+    (once; the monitor reads it every sample so that several wraps cannot hide between reads).
+    """
+    if end >= start:
+        return end - start
+    return (max_range - start) + end
+
+
+def nvml_index(cuda_index: int, visible_devices: str | None) -> int:
+    """Map a torch CUDA ordinal to the NVML device index.
+
+    torch numbers only the devices in ``CUDA_VISIBLE_DEVICES``; NVML numbers all of them. With
+    ``CUDA_VISIBLE_DEVICES=2,3``, ``cuda:0`` is NVML device 2. UUID or MIG forms are not mapped
+    (the ordinal is returned unchanged), which is also the right answer when the variable is unset.
+    """
+    if not visible_devices:
+        return cuda_index
+    parts = [p.strip() for p in visible_devices.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts) or cuda_index >= len(parts):
+        return cuda_index
+    return int(parts[cuda_index])
+
+
+def rapl_package_paths(root: Path = RAPL_ROOT) -> list[Path]:
+    """Package-level RAPL domains under ``root`` (sub-domains excluded, see ``_RAPL_PACKAGE``)."""
+    try:
+        return sorted(p for p in root.iterdir() if _RAPL_PACKAGE.match(p.name))
+    except OSError:
+        return []
+
+
+def read_rapl_uj(root: Path = RAPL_ROOT) -> dict[str, tuple[int, int]] | None:
+    """``{domain: (energy_uj, max_energy_range_uj)}`` for every package, or ``None``.
+
+    ``None`` when there is no package domain or any of them is unreadable: a partial sum over
+    some sockets would be a wrong number presented as a measurement.
+    """
+    paths = rapl_package_paths(root)
+    if not paths:
+        return None
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        for p in paths:
+            energy = int((p / "energy_uj").read_text().strip())
+            max_range = int((p / "max_energy_range_uj").read_text().strip())
+            out[p.name] = (energy, max_range)
+    except (OSError, ValueError):
+        return None
+    return out
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def _max(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(max(vals)) if vals else None
+
+
+def _load_pynvml() -> ModuleType | None:
+    """Import pynvml lazily so that a machine without the NVIDIA library still imports this module."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    return pynvml
+
+
+# ---------------------------------------------------------------------------------------------
+# Monitor
+# ---------------------------------------------------------------------------------------------
+
+
+class ResourceMonitor:
+    """Context manager sampling process and GPU resources in a background thread.
+
+    ``with ResourceMonitor() as mon: train()`` then ``mon.summary()`` and ``mon.write_csv(path)``.
+    One sample is taken on entry and one on exit, so even a run shorter than ``interval_s`` has
+    two. ``set_phase(label)`` tags following samples (e.g. "train", "eval") in ``samples``.
+
+    GPU energy comes from NVML's cumulative counter when the GPU has one (Volta and later), else
+    from integrating sampled power. Without a GPU, CPU package energy comes from RAPL when it is
+    readable; otherwise it is ``None``. NVML memory and power are device-wide (they include any
+    other process on the same GPU); the torch peak-memory figures are this process only.
+    """
+
+    def __init__(self, interval_s: float = 0.5, *, rapl_root: Path | str = RAPL_ROOT) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.interval_s = float(interval_s)
+        self.rapl_root = Path(rapl_root)
+        self.samples: list[dict[str, Any]] = []
+        self.phase: str | None = None
+
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._finished = False
+        self._sampler_errors = 0
+
+        self._proc = psutil.Process()
+        self._children: dict[int, psutil.Process] = {}
+        self._t0 = 0.0
+        self._wall_time_s = 0.0
+
+        self._cuda = False
+        self._cuda_index: int | None = None
+        self._device = "cpu"
+        self._nvml: ModuleType | None = None
+        self._nvml_handle: Any = None
+        self._nvml_energy_start_mj: int | None = None
+        self._nvml_energy_end_mj: int | None = None
+        self._gpu_peak_alloc_mb: float | None = None
+        self._gpu_peak_reserved_mb: float | None = None
+
+        self._rapl_last: dict[str, tuple[int, int]] | None = None
+        self._rapl_total_uj: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> ResourceMonitor:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Never swallow the exception of the monitored block: returning None propagates it.
+        self.stop()
+
+    def start(self) -> None:
+        """Open the counters, take the first sample and start the sampler thread."""
+        if self._started:
+            raise RuntimeError("ResourceMonitor can be started only once")
+        self._started = True
+        self._setup_cuda()
+        self._setup_nvml()
+        self._rapl_last = read_rapl_uj(self.rapl_root)
+        self._rapl_total_uj = 0 if self._rapl_last is not None else None
+        self._cpu_percent()  # psutil's first call only primes the counter; its 0.0 is discarded
+        self._t0 = time.perf_counter()
+        self._take_sample(first=True)
+        self._thread = threading.Thread(target=self._run, name="ftbench-resource-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and join the sampler, take the last sample, read end counters, shut NVML down.
+
+        Idempotent, and safe to call from ``__exit__`` while an exception is propagating.
+        """
+        if not self._started or self._finished:
+            return
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, 10 * self.interval_s))
+            if self._thread.is_alive():
+                log.warning("resource sampler thread did not stop in time; its samples may be incomplete")
+        if self._cuda:
+            # Queued kernels belong to this run: wait for them before stopping the clock.
+            try:
+                torch.cuda.synchronize()
+            except Exception as e:  # measurement must not mask the real outcome
+                log.warning("torch.cuda.synchronize failed at monitor stop: %s", e)
+        self._wall_time_s = time.perf_counter() - self._t0
+        self._take_sample(first=False)
+        self._read_end_counters()
+        self._shutdown_nvml()
+        self._finished = True
+
+    def set_phase(self, label: str | None) -> None:
+        """Label the samples taken from now on (kept in ``samples``; not a CSV column)."""
+        self.phase = label
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _setup_cuda(self) -> None:
+        try:
+            if not torch.cuda.is_available():
+                return
+            self._cuda_index = torch.cuda.current_device()
+            self._device = f"cuda:{torch.cuda.get_device_name(self._cuda_index)}"
+            torch.cuda.reset_peak_memory_stats(self._cuda_index)
+            self._cuda = True
+        except Exception as e:
+            log.warning("CUDA present but unusable for monitoring: %s", e)
+            self._cuda = False
+
+    def _setup_nvml(self) -> None:
+        if not self._cuda or self._cuda_index is None:
+            return
+        nvml = _load_pynvml()
+        if nvml is None:
+            return
+        try:
+            nvml.nvmlInit()
+        except Exception as e:
+            log.warning("NVML unavailable, no GPU power/utilisation/energy: %s", e)
+            return
+        try:
+            idx = nvml_index(self._cuda_index, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            self._nvml_handle = nvml.nvmlDeviceGetHandleByIndex(idx)
+        except Exception as e:
+            log.warning("NVML could not open the device: %s", e)
+            _safe_call(nvml.nvmlShutdown)
+            return
+        self._nvml = nvml
+        try:
+            self._nvml_energy_start_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(self._nvml_handle))
+        except Exception:  # NVMLError_NotSupported on pre-Volta, MIG, some vGPU
+            self._nvml_energy_start_mj = None
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop_event.wait(self.interval_s):
+            self._take_sample(first=False)
+
+    def _take_sample(self, *, first: bool) -> None:
+        try:
+            sample: dict[str, Any] = {
+                "t_s": time.perf_counter() - self._t0,
+                "rss_mb": self._rss_mb(),
+                "cpu_percent": None if first else self._cpu_percent(),
+                **self._gpu_sample(),
+                "phase": self.phase,
+            }
+            self._update_rapl()
+            with self._lock:
+                self.samples.append(sample)
+        except Exception as e:  # the sampler must never take training down
+            self._sampler_errors += 1
+            if self._sampler_errors == 1:
+                log.warning("resource sampling failed (further failures are counted silently): %s", e)
+
+    def _processes(self) -> list[psutil.Process]:
+        """This process and its live descendants (DataLoader workers, tokenizer pools)."""
+        procs = [self._proc]
+        try:
+            kids = self._proc.children(recursive=True)
+        except psutil.Error:
+            kids = []
+        alive = {k.pid for k in kids}
+        for pid in list(self._children):
+            if pid not in alive:
+                del self._children[pid]
+        for k in kids:
+            # Keep the same Process object so cpu_percent measures since the previous sample.
+            procs.append(self._children.setdefault(k.pid, k))
+        return procs
+
+    def _rss_mb(self) -> float:
+        total = 0
+        for p in self._processes():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                continue  # a child exited between listing and reading
+        return total / MB
+
+    def _cpu_percent(self) -> float | None:
+        """CPU % since the previous call, summed over the process tree (100 = one full core)."""
+        total = 0.0
+        for p in self._processes():
+            try:
+                total += p.cpu_percent(None)
+            except psutil.Error:
+                continue
+        return total
+
+    def _gpu_sample(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {
+            "gpu_power_w": None,
+            "gpu_memory_used_mb": None,
+            "gpu_utilization_percent": None,
+        }
+        nvml, h = self._nvml, self._nvml_handle
+        if nvml is None:
+            return out
+        # Each field on its own: an unsupported query (MIG has no power reading) leaves only it None.
+        with contextlib.suppress(Exception):
+            out["gpu_power_w"] = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+        with contextlib.suppress(Exception):
+            out["gpu_memory_used_mb"] = nvml.nvmlDeviceGetMemoryInfo(h).used / MB
+        with contextlib.suppress(Exception):
+            out["gpu_utilization_percent"] = float(nvml.nvmlDeviceGetUtilizationRates(h).gpu)
+        return out
+
+    def _update_rapl(self) -> None:
+        """Accumulate RAPL energy since the last read; reading every sample survives many wraps."""
+        if self._rapl_last is None or self._rapl_total_uj is None:
+            return
+        now = read_rapl_uj(self.rapl_root)
+        if now is None or now.keys() != self._rapl_last.keys():
+            return  # transient failure: the next successful read covers the gap (if it wrapped < once)
+        for name, (energy, max_range) in now.items():
+            self._rapl_total_uj += counter_delta(self._rapl_last[name][0], energy, max_range)
+        self._rapl_last = now
+
+    def _read_end_counters(self) -> None:
+        if self._cuda:
+            try:
+                self._gpu_peak_alloc_mb = torch.cuda.max_memory_allocated(self._cuda_index) / MB
+                self._gpu_peak_reserved_mb = torch.cuda.max_memory_reserved(self._cuda_index) / MB
+            except Exception as e:
+                log.warning("could not read torch CUDA peak memory: %s", e)
+        if self._nvml is not None and self._nvml_energy_start_mj is not None:
+            try:
+                self._nvml_energy_end_mj = int(
+                    self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._nvml_handle)
+                )
+            except Exception:
+                self._nvml_energy_end_mj = None
+
+    def _shutdown_nvml(self) -> None:
+        if self._nvml is not None:
+            _safe_call(self._nvml.nvmlShutdown)
+            self._nvml = None
+            self._nvml_handle = None
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _energy(self) -> tuple[float | None, str | None]:
+        if self._cuda:
+            if self._nvml_energy_start_mj is not None and self._nvml_energy_end_mj is not None:
+                return (self._nvml_energy_end_mj - self._nvml_energy_start_mj) / 1000.0, "nvml_counter"
+            energy = integrate_energy_j(
+                [s["t_s"] for s in self.samples], [s["gpu_power_w"] for s in self.samples]
+            )
+            return (energy, "integrated_power") if energy is not None else (None, None)
+        if self._rapl_total_uj is not None:
+            return self._rapl_total_uj / 1e6, "rapl"
+        return None, None
+
+    def summary(self) -> dict[str, Any]:
+        """Aggregate figures for the whole monitored block (call after it has exited)."""
+        if not self._finished:
+            raise RuntimeError("summary() is available after the monitor has stopped (leave the with block)")
+        with self._lock:
+            samples = list(self.samples)
+        energy_j, energy_source = self._energy()
+        return {
+            "wall_time_s": self._wall_time_s,
+            "device": self._device,
+            "peak_rss_mb": _max([s["rss_mb"] for s in samples]),
+            "mean_cpu_percent": _mean([s["cpu_percent"] for s in samples]),
+            "gpu_peak_memory_allocated_mb": self._gpu_peak_alloc_mb,
+            "gpu_peak_memory_reserved_mb": self._gpu_peak_reserved_mb,
+            "gpu_peak_memory_used_mb": _max([s["gpu_memory_used_mb"] for s in samples]),
+            "gpu_power_mean_w": _mean([s["gpu_power_w"] for s in samples]),
+            "gpu_power_peak_w": _max([s["gpu_power_w"] for s in samples]),
+            "gpu_utilization_mean_percent": _mean([s["gpu_utilization_percent"] for s in samples]),
+            "energy_j": energy_j,
+            "energy_wh": energy_j / 3600.0 if energy_j is not None else None,
+            "energy_source": energy_source,
+            "n_samples": len(samples),
+            "sample_interval_s": self.interval_s,
+        }
+
+    def write_csv(self, path: str | Path) -> None:
+        """Write the time series atomically: a temp file in the same directory, then ``os.replace``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            samples = list(self.samples)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(CSV_COLUMNS)
+                for s in samples:
+                    w.writerow(["" if s.get(c) is None else s[c] for c in CSV_COLUMNS])
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _safe_call(fn: Any) -> None:
+    try:
+        fn()
+    except Exception as e:
+        log.debug("ignored error in %s: %s", getattr(fn, "__name__", fn), e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def measure_peak_flops(
+    device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5
+) -> float:
+    """Achieved matmul FLOP/s on ``device`` in ``dtype`` (2·n³ per n×n matmul, best of ``repeats``).
+
+    This is a *measured* peak, used as the MFU denominator when params.yaml gives no datasheet
+    figure; it is honest about the machine at hand but below the vendor number (small ``n``
+    under-fills a large GPU; use n≥4096 there). On CUDA each timed repeat queues several matmuls
+    between synchronisations so that launch latency does not dominate, and float32 runs with the
+    current TF32 setting — the same one training uses.
+    """
+    if n <= 0 or repeats <= 0:
+        raise ValueError(f"n and repeats must be positive, got n={n}, repeats={repeats}")
+    dev = torch.device(device)
+    is_cuda = dev.type == "cuda"
+    inner = 10 if is_cuda else 1
+
+    def sync() -> None:
+        if is_cuda:
+            torch.cuda.synchronize(dev)
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype)
+    with torch.no_grad():
+        for _ in range(2):  # warm-up: kernel selection, clocks, allocator
+            torch.matmul(a, b)
+        sync()
+        best = math.inf
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                torch.matmul(a, b)
+            sync()
+            best = min(best, time.perf_counter() - t0)
+    best = max(best, 1e-9)
+    return 2.0 * n**3 * inner / best
+
+
+def model_flops_utilization(
+    n_params: int, tokens: int, seconds: float, peak_flops: float, *, training: bool = True
+) -> float:
+    """Fraction of ``peak_flops`` used, from the 6·N·T (training) / 2·N·T (inference) estimate.
+
+    Same spirit as nanoGPT's ``estimate_mfu``: forward+backward costs ~6 FLOPs per parameter per
+    token, forward alone ~2; attention's extra term is ignored, which is small for short contexts.
+    With LoRA/QLoRA/top-layer tuning, frozen weights skip their weight-gradient matmul, so the work
+    actually done is nearer 4·N·T for them; 6·N·T with N = all parameters is kept as a common
+    yardstick, and callers should say which N they passed.
+    """
+    if seconds <= 0 or peak_flops <= 0:
+        raise ValueError(f"seconds and peak_flops must be positive, got {seconds}, {peak_flops}")
+    flops = (6 if training else 2) * n_params * tokens
+    return flops / (seconds * peak_flops)
+
+
+def latency_stats(per_example_seconds: Sequence[float]) -> dict[str, float | None]:
+    """Mean, median and 95th-percentile latency (numpy linear percentiles); ``None`` when empty."""
+    if len(per_example_seconds) == 0:
+        return {"latency_mean_s": None, "latency_p50_s": None, "latency_p95_s": None}
+    arr = np.asarray(per_example_seconds, dtype=float)
+    return {
+        "latency_mean_s": float(arr.mean()),
+        "latency_p50_s": float(np.percentile(arr, 50)),
+        "latency_p95_s": float(np.percentile(arr, 95)),
+    }

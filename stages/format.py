@@ -1,0 +1,50 @@
+"""Stage format: translated documents → Alpaca QA pairs in data/processed/{train,validation,test}.jsonl.
+
+    python stages/format.py
+
+Splits are made by document (no document in two splits), seeded by ``seed``; the counts go to
+metrics/data.json so that ``dvc metrics diff`` shows data changes beside model changes.
+"""
+
+from collections import Counter
+from pathlib import Path
+
+from ftbench.alpaca import cap, qa_pairs, split_documents
+from ftbench.io import read_jsonl, write_json, write_jsonl
+from ftbench.params import load_params
+from ftbench.stage import main, parser
+
+SRC = Path("data/interim/translated.jsonl")
+OUT = Path("data/processed")
+REPORT = Path("metrics/data.json")
+
+
+def run() -> None:
+    args = parser(__doc__).parse_args()
+    params = load_params(args.params)
+    counts: Counter = Counter()
+    docs = read_jsonl(SRC)
+    pairs = [p for d in docs for p in qa_pairs(d, counts)]
+    split_of = split_documents([d["id"] for d in docs], params.data.split, params.seed)
+    splits = {name: [p for p in pairs if split_of[p["doc_id"]] == name] for name in ("train", "validation", "test")}
+    available = {name: len(rows) for name, rows in splits.items()}
+    splits["train"] = cap(splits["train"], params.data.max_train, params.seed)
+    for name in ("validation", "test"):
+        splits[name] = cap(splits[name], params.data.max_eval, params.seed)
+    report = {"documents": len(docs), "events": sum(len(d["events"]) for d in docs), "qa_pairs": len(pairs),
+              "answers_in_context": sum(p["answer_in_context"] for p in pairs), "splits": {}}
+    for name, rows in splits.items():
+        write_jsonl(OUT / f"{name}.jsonl", rows)
+        report["splits"][name] = {
+            "documents": sum(1 for s in split_of.values() if s == name),
+            "qa_pairs_available": available[name], "qa_pairs": len(rows),
+            "by_event_type": dict(sorted(Counter(r["event_type"] for r in rows).items())),
+            "by_role": dict(sorted(Counter(r["role"] for r in rows).items())),
+        }
+    report["dropped"] = dict(sorted(counts.items()))
+    write_json(REPORT, report)
+    print(" ".join(f"{k}={v['qa_pairs']}" for k, v in report["splits"].items()), f"(of {len(pairs)} pairs)")
+
+
+if __name__ == "__main__":
+    main(run)
