@@ -10,11 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 from ftbench.alpaca import cap, qa_pairs, split_documents
-from ftbench.io import read_jsonl, write_json, write_jsonl
+from ftbench.io import read_json, read_jsonl, write_json, write_jsonl
 from ftbench.params import load_params
 from ftbench.stage import main, parser
 
 SRC = Path("data/interim/translated.jsonl")
+STATS = Path("data/interim/translate_stats.json")
 OUT = Path("data/processed")
 REPORT = Path("metrics/data.json")
 
@@ -24,8 +25,11 @@ def run() -> None:
     params = load_params(args.params)
     counts: Counter = Counter()
     docs = read_jsonl(SRC)
-    pairs = [p for d in docs for p in qa_pairs(d, counts)]
-    split_of = split_documents([d["id"] for d in docs], params.data.split, params.seed)
+    pairs = [p for d in docs for p in (d["pairs"] if "pairs" in d else qa_pairs(d, counts))]
+    if all("split" in d for d in docs):  # CMNEE's own release splits
+        split_of = {d["id"]: d["split"] for d in docs}
+    else:
+        split_of = split_documents([d["id"] for d in docs], params.data.split, params.seed)
     splits = {name: [p for p in pairs if split_of[p["doc_id"]] == name] for name in ("train", "validation", "test")}
     available = {name: len(rows) for name, rows in splits.items()}
     splits["train"] = cap(splits["train"], params.data.max_train, params.seed)
@@ -41,6 +45,8 @@ def run() -> None:
             "by_event_type": dict(sorted(Counter(r["event_type"] for r in rows).items())),
             "by_role": dict(sorted(Counter(r["role"] for r in rows).items())),
         }
+    translate_stats = read_json(STATS) if STATS.exists() else {}
+    counts.update(translate_stats.get("dropped", {}))
     report["dropped"] = dict(sorted(counts.items()))
     write_json(REPORT, report)
     print(" ".join(f"{k}={v['qa_pairs']}" for k, v in report["splits"].items()), f"(of {len(pairs)} pairs)")

@@ -15,7 +15,7 @@ from ftbench.params import load_params
 from ftbench.registry import base_model_size_bytes, base_param_count, load_tokenizer, pick_device, pick_dtype
 from ftbench.resources import ResourceMonitor, measure_peak_flops, model_flops_utilization
 from ftbench.stage import checkpoint_dir, main, model_dir, parser, run_metrics_dir, run_name
-from ftbench.training import Checkpointer, encode_examples, eval_loss, result_dict, train
+from ftbench.training import Checkpointer, encode_examples, eval_loss, result_dict, seed_everything, train
 
 MB = 1024 * 1024
 
@@ -53,6 +53,7 @@ def run() -> None:
                 live.log_metric(f"train/{k}", v)
 
         with ResourceMonitor(params.monitor.interval_s) as monitor:
+            seed_everything(args.seed)  # adapter initialisation draws from the RNG too
             model = prepare(args.method, args.model, spec, cfg, dtype=dtype, device=device)
             result = train(model, train_data, params.train, lr=lr, seed=args.seed, pad_id=tokenizer.pad_token_id,
                            device=device, checkpointer=checkpointer, log=log)

@@ -1,12 +1,18 @@
-"""Stage translate: CMNEE documents (zh) → data/interim/translated.jsonl (en view of each document).
+"""Stage translate: source data → data/interim/translated.jsonl (the English view of each document).
 
     python stages/translate.py
+
+``data.format: cmnee`` reads CMNEE documents (one JSON file, or the release folder with its
+train/valid/test splits) and translates zh→en with the backends of ``translate.backends``, in order.
+``data.format: alpaca`` reads the user's own {instruction, input, output} JSON/JSONL and only
+validates and groups it: there is nothing to translate.
 """
 
 from collections import Counter
 from pathlib import Path
 
-from ftbench.cmnee import load_documents
+from ftbench.alpaca import alpaca_documents, load_alpaca
+from ftbench.cmnee import load_corpus
 from ftbench.io import write_json, write_jsonl
 from ftbench.params import load_params
 from ftbench.stage import main, parser
@@ -20,16 +26,27 @@ def run() -> None:
     args = parser(__doc__).parse_args()
     params = load_params(args.params)
     counts: Counter = Counter()
-    docs = load_documents(params.data.raw, params.data.encoding, counts)
-    backends = make_backends(params.translate.backends, memory=params.translate.memory,
-                             marian_model=params.translate.marian_model, batch_size=params.translate.batch_size)
-    table = translate_segments([s for d in docs for s in document_segments(d)], backends)
-    rows = [translate_document(d, table) for d in docs]
-    by_backend = Counter(backend for _, backend in table.values())
+    if params.data.format == "alpaca":
+        rows = alpaca_documents(load_alpaca(params.data.raw, params.data.encoding))
+        stats = {"documents": len(rows), "records": sum(len(r["pairs"]) for r in rows), "translated": False}
+    else:
+        corpus = load_corpus(params.data.raw, params.data.encoding, counts)
+        backends = make_backends(params.translate.backends, memory=params.translate.memory,
+                                 marian_model=params.translate.marian_model, batch_size=params.translate.batch_size)
+        table = translate_segments([s for d, _ in corpus for s in document_segments(d)], backends)
+        rows = []
+        for doc, split in corpus:
+            row = translate_document(doc, table)
+            if split:
+                row["split"] = split
+            rows.append(row)
+        by_backend = Counter(backend for _, backend in table.values())
+        stats = {"documents": len(rows), "segments": len(table), "by_backend": dict(sorted(by_backend.items())),
+                 "translated": True}
+    stats["dropped"] = dict(sorted(counts.items()))
     write_jsonl(OUT, rows)
-    write_json(STATS, {"documents": len(rows), "segments": len(table), "by_backend": dict(by_backend),
-                       "dropped": dict(counts)})
-    print(f"translated {len(rows)} documents, {len(table)} unique segments {dict(by_backend)}")
+    write_json(STATS, stats)
+    print(f"{params.data.format}: {len(rows)} documents -> {OUT}", stats.get("by_backend", ""))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import make_project, run
 
 STAGES = ["translate", "format", "baseline@tiny", "train@tiny-lora-42", "train@tiny-top_layer-42",
@@ -78,3 +77,49 @@ def test_exp_run_reruns_only_dependent_stages(repro_project):
         assert f"Running stage '{stage}'" not in out, f"{stage} reran:\n{out[-3000:]}"
     diff = run(["dvc", "exp", "show", "--json"], root).stdout
     assert "methods.top_layer.lr" in diff or "1e-04" in diff or "0.0001" in diff
+
+
+def test_rerun_with_same_seed_is_identical(repro_project):
+    """Determinism on the CPU: retraining and re-evaluating gives the same adapter bytes and metrics."""
+    root, _ = repro_project
+    before_lock = yaml.safe_load((root / "dvc.lock").read_text())
+    before = json.loads((root / "metrics/runs/tiny/lora-s42/eval.json").read_text())
+    run(["dvc", "repro", "-f", "-s", "train@tiny-lora-42"], root)
+    run(["dvc", "repro", "-f", "-s", "evaluate@tiny-lora-42"], root)
+    after_lock = yaml.safe_load((root / "dvc.lock").read_text())
+    after = json.loads((root / "metrics/runs/tiny/lora-s42/eval.json").read_text())
+
+    def adapter_md5(lock):
+        outs = lock["stages"]["train@tiny-lora-42"]["outs"]
+        return next(o["md5"] for o in outs if o["path"] == "models/tiny/lora-s42")
+
+    assert adapter_md5(before_lock) == adapter_md5(after_lock)
+    for metric in ("f1", "em", "bleu", "rouge1", "rouge2", "rougeL", "bertscore"):
+        assert before[metric] == after[metric], metric
+    assert before["ci95"] == after["ci95"]
+
+
+def test_killed_training_resumes_from_checkpoint(dvc_project):
+    """kill -9 mid-training, `dvc repro` again: it resumes and ends where an uninterrupted run ends."""
+    from safetensors.torch import load_file
+
+    root = dvc_project(**{"run.methods": ["lora"], "data.max_train": 24})
+    stage = "train@tiny-lora-42"
+    killed = run(["dvc", "repro", stage], root, check=False, env={"FTBENCH_KILL_AT_STEP": "2"})
+    assert killed.returncode != 0
+    assert (root / "checkpoints/tiny/lora-s42/state.pt").exists()
+    assert not (root / "models/tiny/lora-s42").exists()  # nothing half-written
+    run(["dvc", "repro", stage], root)
+    resumed = json.loads((root / "metrics/runs/tiny/lora-s42/train.json").read_text())
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 6
+    assert not (root / "checkpoints/tiny/lora-s42/state.pt").exists()
+    resumed_weights = load_file(root / "models/tiny/lora-s42/adapter_model.safetensors")
+
+    run(["dvc", "repro", "-f", "-s", stage], root)  # the uninterrupted reference
+    fresh = json.loads((root / "metrics/runs/tiny/lora-s42/train.json").read_text())
+    assert fresh["resumed_from_step"] is None
+    fresh_weights = load_file(root / "models/tiny/lora-s42/adapter_model.safetensors")
+    assert resumed_weights.keys() == fresh_weights.keys()
+    worst = max(float((resumed_weights[k] - fresh_weights[k]).abs().max()) for k in fresh_weights)
+    assert worst <= 1e-6, f"resumed adapter differs from uninterrupted by {worst}"
+    assert abs(resumed["final_loss"] - fresh["final_loss"]) <= 1e-5

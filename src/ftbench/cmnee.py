@@ -13,12 +13,11 @@ Offsets index characters of ``text`` so that ``text[start:end] == span``.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftbench.io import DataError
+from ftbench.io import DataError, read_json_file
 
 #: Event types of CMNEE and the argument roles each one takes.
 EVENT_ROLES: dict[str, tuple[str, ...]] = {
@@ -61,7 +60,8 @@ class Document:
 
 def _span(obj: object, where: str, role: str | None = None) -> Span:
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected an object, got {type(obj).__name__}", fix="write it as {\"text\": ..., \"offset\": [start, end]}")
+        raise DataError(f"{where}: expected an object, got {type(obj).__name__}",
+                        fix='write it as {"text": ..., "offset": [start, end]}')
     for key in ("text", "offset") if role is None else ("role", "text", "offset"):
         if key not in obj:
             raise DataError(f"{where}: missing field '{key}'", fix=f"add '{key}' to the record")
@@ -69,7 +69,13 @@ def _span(obj: object, where: str, role: str | None = None) -> Span:
     if not (isinstance(off, list | tuple) and len(off) == 2 and all(isinstance(v, int) for v in off)):
         raise DataError(f"{where}: offset {off!r} is not [start, end]", fix="give offset as two integers [start, end]")
     if not isinstance(obj["text"], str):
-        raise DataError(f"{where}: text must be a string, got {type(obj['text']).__name__}", fix="write the span text as a string")
+        raise DataError(f"{where}: text must be a string, got {type(obj['text']).__name__}",
+                        fix="write the span text as a string")
+    if not obj["text"].strip():
+        raise DataError(f"{where}: empty span text", fix="give the argument's words, or remove the argument")
+    if not 0 <= off[0] < off[1]:
+        raise DataError(f"{where}: offset {off} is not a span (need 0 <= start < end)",
+                        fix="offsets are character positions with text[start:end] == the span")
     return Span(role=obj.get("role", "trigger"), text=obj["text"], offset=(off[0], off[1]))
 
 
@@ -114,29 +120,14 @@ def parse_document(raw: object, where: str) -> Document:
                                 fix=f"use one of {', '.join(EVENT_ROLES[etype])}")
             args.append(span)
         events.append(Event(etype, _span(ev["trigger"], f"{ew} trigger"), args))
+    for ev_i, ev in enumerate(events):
+        for span in (ev.trigger, *ev.arguments):
+            if span.offset[1] > len(raw["text"]):
+                raise DataError(f"{where} event {ev_i}: {span.role} offset {list(span.offset)} is out of range for a "
+                                f"text of {len(raw['text'])} characters",
+                                fix="offsets must index this document's text; was the record cut or merged?")
     coref = raw.get("coref_arguments") or []
     return Document(id=str(raw["id"]), text=raw["text"], events=events, coref_arguments=coref)
-
-
-def read_json_file(path: str | Path, encoding: str = "utf-8") -> object:
-    """Parse a JSON file, reporting bad bytes and syntax with the file, line and column.
-
-    UTF-8 files may start with a BOM; ``encoding="gb18030"`` reads GB-encoded releases.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found", fix="check data.raw in params.yaml")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: byte {e.start} is not valid {encoding}",
-                        fix="re-save the file as UTF-8, or set data.encoding: gb18030 if it is GB-encoded") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno} ({e.msg})",
-                        fix="repair the file (is it truncated?) and rerun") from None
 
 
 def check_offsets(doc: Document, counts: Counter) -> Document:
@@ -172,7 +163,7 @@ def load_documents(path: str | Path, encoding: str, counts: Counter) -> list[Doc
     raw = read_json_file(path, encoding)
     if not isinstance(raw, list):
         raise DataError(f"{path}: expected a JSON list of documents, got {type(raw).__name__}",
-                        fix="CMNEE files are a top-level list [ {\"id\": ..., \"text\": ..., \"event_list\": [...]}, ... ]")
+                        fix='CMNEE files are a top-level list [{"id": ..., "text": ..., "event_list": [...]}, ...]')
     docs, seen = [], {}
     for i, rec in enumerate(raw):
         rid = rec.get("id") if isinstance(rec, dict) else None
@@ -186,3 +177,31 @@ def load_documents(path: str | Path, encoding: str, counts: Counter) -> list[Doc
             counts["document_without_events"] += 1
         docs.append(doc)
     return docs
+
+
+#: File names of CMNEE's own release splits, in the order they are looked for.
+RELEASE_SPLITS = {"train": ("train.json",), "validation": ("valid.json", "dev.json"), "test": ("test.json",)}
+
+
+def load_corpus(path: str | Path, encoding: str, counts: Counter) -> list[tuple[Document, str | None]]:
+    """Documents with their release split: a directory with train/valid/test.json keeps CMNEE's
+    own splits (so results compare with published ones); a single file gets split later, by document."""
+    path = Path(path)
+    if not path.is_dir():
+        return [(d, None) for d in load_documents(path, encoding, counts)]
+    found = {split: next((path / n for n in names if (path / n).exists()), None)
+             for split, names in RELEASE_SPLITS.items()}
+    if found["train"] is None:
+        raise DataError(f"{path}: directory has no train.json",
+                        fix="point data.raw at CMNEE's release folder (train/valid/test.json) or at one JSON file")
+    out, seen = [], {}
+    for split, file in found.items():
+        if file is None:
+            continue
+        for doc in load_documents(file, encoding, counts):
+            if doc.id in seen:
+                raise DataError(f"{file}: document id {doc.id!r} also appears in {seen[doc.id]}",
+                                fix="ids must be unique across the release files")
+            seen[doc.id] = file
+            out.append((doc, split))
+    return out

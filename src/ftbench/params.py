@@ -21,6 +21,8 @@ PARAMS_FILE = "params.yaml"
 
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
+    if not close:  # short names defeat difflib: 'rank' -> 'r'
+        close = sorted((c for c in choices if name.startswith(c) or c.startswith(name)), key=len, reverse=True)
     return f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(choices)}"
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +52,8 @@ def encode_examples(tokenizer: Any, examples: list[dict], *, max_seq_len: int, s
             continue
         ex, truncated = fitted
         counts["train_truncated"] = counts.get("train_truncated", 0) + int(truncated)
-        prompt_ids = tokenizer(render_prompt(tokenizer, ex, style, system_prompt), add_special_tokens=False)["input_ids"]
+        prompt = render_prompt(tokenizer, ex, style, system_prompt)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         labels = ([IGNORE] * len(prompt_ids) if completion_only else list(prompt_ids)) + answer_ids
         out.append(Encoded(prompt_ids + answer_ids, labels))
     return out
@@ -142,7 +145,7 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
         idx = list(range(len(data)))
         rng.shuffle(idx)
         order.extend(idx)
-    batches = [order[i:i + cfg.batch_size] for i in range(0, total_micro * cfg.batch_size, cfg.batch_size)][:total_micro]
+    batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(total_micro)]
 
     step, micro, tokens, answer_tokens, samples, resumed = 0, 0, 0, 0, 0, None
     state = checkpointer.load() if checkpointer else None
@@ -192,6 +195,10 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
                     "step": step, "micro": micro, "tokens": tokens, "answer_tokens": answer_tokens,
                     "samples": samples,
                 })
+                if os.environ.get("FTBENCH_KILL_AT_STEP") == str(step):
+                    # Crash drill for the resume test and for users checking their setup: a real
+                    # SIGKILL (what an OOM-killer or a pre-empted node does), right after a checkpoint.
+                    os.kill(os.getpid(), signal.SIGKILL)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -45,7 +45,8 @@ class MemoryBackend(Backend):
         try:
             table = json.loads(self.path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as e:
-            raise DataError(f"{self.path}: not valid JSON ({e})", fix="the memory must be a JSON object {zh: en}") from None
+            raise DataError(f"{self.path}: not valid JSON ({e})",
+                            fix="the memory must be a JSON object {zh: en}") from None
         if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
             raise DataError(f"{self.path}: expected a JSON object mapping Chinese strings to English strings",
                             fix="write the memory as {\"中文\": \"English\", ...}")
@@ -77,9 +78,10 @@ class MarianBackend(Backend):
             self._tok = MarianTokenizer.from_pretrained(self.model_id)
             self._model = MarianMTModel.from_pretrained(self.model_id).eval()
         except OSError as e:
-            raise ConfigError(f"translate.marian_model '{self.model_id}' could not be loaded ({str(e).splitlines()[0]})",
-                              fix="download it once with `huggingface-cli download Helsinki-NLP/opus-mt-zh-en` "
-                                  "on a machine with network, or point translate.marian_model at a local directory") from None
+            raise ConfigError(
+                f"translate.marian_model '{self.model_id}' could not be loaded ({str(e).splitlines()[0]})",
+                fix="download it once with `huggingface-cli download Helsinki-NLP/opus-mt-zh-en` on a machine "
+                    "with network, or point translate.marian_model at a local directory") from None
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model.to(self._device)
 
