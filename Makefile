@@ -32,3 +32,4 @@ lint: install
 
 bench: install
 	PATH=$(CURDIR)/$(BIN):$$PATH python benchmarks/bench_metrics.py
+	PATH=$(CURDIR)/$(BIN):$$PATH python benchmarks/bench_methods.py

@@ -4,6 +4,8 @@
 
 ``data.format: cmnee`` reads CMNEE documents (one JSON file, or the release folder with its
 train/valid/test splits) and translates zh→en with the backends of ``translate.backends``, in order.
+Machine translations are kept in data/interim/translation_cache.json across runs (a DVC
+``persist`` output), so adding documents translates only the new segments.
 ``data.format: alpaca`` reads the user's own {instruction, input, output} JSON/JSONL and only
 validates and groups it: there is nothing to translate.
 """
@@ -16,9 +18,10 @@ from ftbench.cmnee import load_corpus
 from ftbench.io import write_json, write_jsonl
 from ftbench.params import load_params
 from ftbench.stage import main, parser
-from ftbench.translate import document_segments, make_backends, translate_document, translate_segments
+from ftbench.translate import CacheBackend, document_segments, make_backends, translate_document, translate_segments
 
 OUT = Path("data/interim/translated.jsonl")
+CACHE = Path("data/interim/translation_cache.json")
 STATS = Path("data/interim/translate_stats.json")
 
 
@@ -31,9 +34,14 @@ def run() -> None:
         stats = {"documents": len(rows), "records": sum(len(r["pairs"]) for r in rows), "translated": False}
     else:
         corpus = load_corpus(params.data.raw, params.data.encoding, counts)
+        cache = CacheBackend(CACHE)
         backends = make_backends(params.translate.backends, memory=params.translate.memory,
                                  marian_model=params.translate.marian_model, batch_size=params.translate.batch_size)
+        marian = [i for i, b in enumerate(backends) if b.name == "marian"]
+        if marian:  # earlier machine translations stand in for MarianMT, in its place in the order
+            backends.insert(marian[0], cache)
         table = translate_segments([s for d, _ in corpus for s in document_segments(d)], backends)
+        cache.update(table)
         rows = []
         for doc, split in corpus:
             row = translate_document(doc, table)

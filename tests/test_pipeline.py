@@ -49,7 +49,7 @@ def test_every_stage_output_exists_and_is_sane(repro_project):
     comparison = json.loads((root / "metrics/comparison.json").read_text())
     assert {"baseline", "lora", "top_layer"} <= set(comparison["tiny"])
     assert (root / "reports/index.html").stat().st_size > 1000
-    assert list((root / "plots").glob("*.png"))
+    assert len(list((root / "plots/images").glob("*.png"))) == 4
 
 
 def test_status_clean_and_metrics_show_every_run(repro_project):
@@ -61,7 +61,7 @@ def test_status_clean_and_metrics_show_every_run(repro_project):
                  "metrics/runs/tiny/top_layer-s42/train.json", "metrics/comparison.json"):
         assert path in shown
     plots = run(["dvc", "plots", "show", "--json"], root).stdout
-    assert "loss" in plots and "quality.csv" in plots
+    assert "train/loss.tsv" in plots and "Quality by run (test F1)" in plots and "quality_tiny.png" in plots
 
 
 def test_exp_run_reruns_only_dependent_stages(repro_project):

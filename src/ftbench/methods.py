@@ -96,13 +96,12 @@ def _top_layer_names(model: Any, cfg: TopLayerParams) -> list[str]:
 
 
 def _top_layer(name: str, spec: ModelSpec, cfg: TopLayerParams, dtype: torch.dtype, device: str) -> Any:
-    # Full-weight updates in bf16 lose small steps; keep the trained blocks in fp32 on a GPU.
+    # The blocks train in the model's dtype (bf16 on a GPU, as the study ran): an fp32 copy of
+    # only the top blocks would break the dtype of their matmuls with the frozen bf16 rest.
     model = load_model(name, spec, dtype=dtype, device=device)
     trainable = set(_top_layer_names(model, cfg))
     for n, p in model.named_parameters():
         p.requires_grad = n in trainable
-        if n in trainable and p.dtype != torch.float32:
-            p.data = p.data.float()
     if cfg.lm_head and getattr(model.config, "tie_word_embeddings", False):
         # The head is the embedding matrix: training one trains both (documented in README).
         model.get_input_embeddings().weight.requires_grad = True

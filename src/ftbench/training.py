@@ -157,6 +157,8 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
         random.setstate(state["rng_py"])
         step, micro, tokens, answer_tokens, samples = (state[k] for k in ("step", "micro", "tokens", "answer_tokens",
                                                                           "samples"))
@@ -192,6 +194,7 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
                     "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng_cpu": torch.get_rng_state(), "rng_py": random.getstate(),
+                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "step": step, "micro": micro, "tokens": tokens, "answer_tokens": answer_tokens,
                     "samples": samples,
                 })

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ftbench.cmnee import Document
-from ftbench.io import ConfigError, DataError
+from ftbench.io import ConfigError, DataError, write_json
 
 _SENTENCE = re.compile(r"[^。！？；\n]+[。！？；]?")
 
@@ -99,10 +99,36 @@ class MarianBackend(Backend):
             idx = order[start:start + self.batch_size]
             batch = self._tok([segments[i] for i in idx], return_tensors="pt", padding=True, truncation=True)
             with torch.no_grad():
-                gen = self._model.generate(**batch.to(self._device), num_beams=1, max_new_tokens=256)
+                # An English rendering is rarely over twice the Chinese token count; the cap stops a
+                # degenerate repetition loop from running to the model's maximum length.
+                limit = 2 * batch["input_ids"].shape[1] + 10
+                gen = self._model.generate(**batch.to(self._device), num_beams=1, max_new_tokens=limit)
             for i, text in zip(idx, self._tok.batch_decode(gen, skip_special_tokens=True), strict=True):
                 out[i] = text.strip()
         return out
+
+
+class CacheBackend(Backend):
+    """Segments machine-translated by earlier runs (a DVC ``persist`` output), so that adding documents
+    translates only the new segments. Only backends that cost compute are cached; the memory is not."""
+
+    name = "cache"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.table: dict[str, str] = {}
+        if self.path.exists() and self.path.stat().st_size:
+            try:
+                self.table = json.loads(self.path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:  # a cache is disposable: start over rather than fail
+                self.table = {}
+
+    def translate(self, segments: list[str]) -> list[str | None]:
+        return [self.table.get(s) for s in segments]
+
+    def update(self, table: dict[str, tuple[str, str]], cached_backends: tuple[str, ...] = ("marian",)) -> None:
+        self.table.update({zh: en for zh, (en, backend) in table.items() if backend in cached_backends})
+        write_json(self.path, dict(sorted(self.table.items())))
 
 
 def make_backends(names: list[str], *, memory: str | None, marian_model: str, batch_size: int) -> list[Backend]:
