@@ -4,27 +4,19 @@
 """
 
 from ftbench.evaluation import evaluate
-from ftbench.params import load_params
-from ftbench.registry import load_model, load_tokenizer, pick_device, pick_dtype
-from ftbench.stage import main, parser, predictions_path, run_metrics_dir
+from ftbench.registry import load_model, load_tokenizer
+from ftbench.stage import main, model_run, predictions_path, run_metrics_dir
 
 
 def run() -> None:
-    p = parser(__doc__)
-    p.add_argument("--model", required=True, help="a name from the models registry in params.yaml")
-    args = p.parse_args()
-    params = load_params(args.params)
-    spec = params.model(args.model)
-    device = pick_device(params.run.device)
-    dtype = pick_dtype(params.train.dtype, device)
+    r = model_run(__doc__, tuned=False)
 
     def load():
-        return load_model(args.model, spec, dtype=dtype, device=device), load_tokenizer(args.model, spec)
+        return load_model(r.model, r.spec, dtype=r.dtype, device=r.device), load_tokenizer(r.model, r.spec)
 
-    result = evaluate(load, params, device=device, identity={"model": args.model, "method": "baseline"},
-                      out_dir=run_metrics_dir(args.model, "baseline"),
-                      predictions_path=predictions_path(args.model, "baseline"))
-    print(f"baseline {args.model}: F1={result['f1']:.4f} EM={result['em']:.4f} n={result['n']}")
+    result = evaluate(load, r.params, device=r.device, identity={"model": r.model, "method": "baseline"},
+                      out_dir=run_metrics_dir(r.model, r.run_id), predictions_path=predictions_path(r.model, r.run_id))
+    print(f"baseline {r.model}: F1={result['f1']:.4f} EM={result['em']:.4f} n={result['n']}")
 
 
 if __name__ == "__main__":

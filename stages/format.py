@@ -35,7 +35,7 @@ def run() -> None:
     splits["train"] = cap(splits["train"], params.data.max_train, params.seed)
     for name in ("validation", "test"):
         splits[name] = cap(splits[name], params.data.max_eval, params.seed)
-    report = {"documents": len(docs), "events": sum(len(d["events"]) for d in docs), "qa_pairs": len(pairs),
+    report = {"documents": len(docs), "events": sum(len(d.get("events", ())) for d in docs), "qa_pairs": len(pairs),
               "answers_in_context": sum(p["answer_in_context"] for p in pairs), "splits": {}}
     for name, rows in splits.items():
         write_jsonl(OUT / f"{name}.jsonl", rows)

@@ -11,38 +11,34 @@ import dataclasses
 
 from ftbench.io import atomic_dir, dir_size_bytes, read_jsonl, write_json
 from ftbench.methods import prepare, save_trained
-from ftbench.params import load_params
-from ftbench.registry import base_model_size_bytes, base_param_count, load_tokenizer, pick_device, pick_dtype
-from ftbench.resources import ResourceMonitor, measure_peak_flops, model_flops_utilization
-from ftbench.stage import checkpoint_dir, main, model_dir, parser, run_metrics_dir, run_name
+from ftbench.registry import base_model_size_bytes, base_param_count, load_tokenizer
+from ftbench.resources import (
+    ResourceMonitor,
+    measure_peak_flops,
+    model_flops_utilization,
+    training_flops_per_token,
+)
+from ftbench.stage import checkpoint_dir, main, model_dir, model_run, run_metrics_dir
 from ftbench.training import Checkpointer, encode_examples, eval_loss, result_dict, seed_everything, train
 
 MB = 1024 * 1024
 
 
 def run() -> None:
-    p = parser(__doc__)
-    p.add_argument("--model", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", type=int, required=True)
-    args = p.parse_args()
-    params = load_params(args.params)
-    spec, cfg = params.model(args.model), params.method(args.method)
-    device = pick_device(params.run.device)
-    dtype = pick_dtype(params.train.dtype, device)
-    run_id = run_name(args.method, args.seed)
-    metrics_dir = run_metrics_dir(args.model, run_id)
-    tokenizer = load_tokenizer(args.model, spec)
+    r = model_run(__doc__, tuned=True)
+    params, spec, cfg, device, dtype, run_id = r.params, r.spec, r.cfg, r.device, r.dtype, r.run_id
+    metrics_dir = run_metrics_dir(r.model, run_id)
+    tokenizer = load_tokenizer(r.model, spec)
     counts: dict = {}
     encode = dict(max_seq_len=params.train.max_seq_len, style=params.eval.prompt,
                   system_prompt=params.eval.system_prompt, completion_only=params.train.completion_only_loss,
                   counts=counts)
     train_data = encode_examples(tokenizer, read_jsonl("data/processed/train.jsonl"), **encode)
     val_data = encode_examples(tokenizer, read_jsonl("data/processed/validation.jsonl"), **encode)
-    lr = params.lr_for(args.method)
-    checkpointer = Checkpointer(checkpoint_dir(args.model, run_id), {
+    lr = params.lr_for(r.method)
+    checkpointer = Checkpointer(checkpoint_dir(r.model, run_id), {
         "model": dataclasses.asdict(spec), "method": dataclasses.asdict(cfg), "train": dataclasses.asdict(params.train),
-        "seed": args.seed, "n_train": len(train_data), "device": device})
+        "seed": r.seed, "n_train": len(train_data), "device": device})
 
     from dvclive import Live
 
@@ -53,9 +49,9 @@ def run() -> None:
                 live.log_metric(f"train/{k}", v)
 
         with ResourceMonitor(params.monitor.interval_s) as monitor:
-            seed_everything(args.seed)  # adapter initialisation draws from the RNG too
-            model = prepare(args.method, args.model, spec, cfg, dtype=dtype, device=device)
-            result = train(model, train_data, params.train, lr=lr, seed=args.seed, pad_id=tokenizer.pad_token_id,
+            seed_everything(r.seed)  # adapter initialisation draws from the RNG too
+            model = prepare(r.method, r.model, spec, cfg, dtype=dtype, device=device)
+            result = train(model, train_data, params.train, lr=lr, seed=r.seed, pad_id=tokenizer.pad_token_id,
                            device=device, checkpointer=checkpointer, log=log)
         val_loss = eval_loss(model, val_data, batch_size=params.eval.batch_size, pad_id=tokenizer.pad_token_id,
                              device=device)
@@ -63,22 +59,24 @@ def run() -> None:
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = base_param_count(model.config)
-    meta = {"model": args.model, "method": args.method, "seed": args.seed, "config": dataclasses.asdict(cfg)}
-    out = model_dir(args.model, run_id)
+    flops_per_token = training_flops_per_token(model)
+    meta = {"model": r.model, "method": r.method, "seed": r.seed, "config": dataclasses.asdict(cfg)}
+    out = model_dir(r.model, run_id)
     with atomic_dir(out) as tmp:
-        save_trained(model, args.method, tmp, meta)
+        save_trained(model, r.method, tmp, meta)
     peak, peak_source = params.monitor.peak_flops, "params"
     if peak is None:
         peak, peak_source = measure_peak_flops(device, dtype=dtype), "measured_matmul_probe"
-    base_size = base_model_size_bytes(args.model, spec)
+    base_size = base_model_size_bytes(r.model, spec)
     res = monitor.summary()
     report = {
-        "model": args.model, "method": args.method, "seed": args.seed, "device": res["device"],
+        "model": r.model, "method": r.method, "seed": r.seed, "device": res["device"],
         "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
         **result_dict(result), "lr": lr, "val_loss": val_loss,
         "tokens_per_s": result.train_tokens / result.train_seconds,
         "samples_per_s": result.samples / result.train_seconds,
-        "mfu": model_flops_utilization(total, result.train_tokens, result.train_seconds, peak),
+        "train_flops_per_token": flops_per_token,
+        "mfu": model_flops_utilization(flops_per_token, result.train_tokens, result.train_seconds, peak),
         "peak_flops": peak, "peak_flops_source": peak_source,
         **{k: v for k, v in res.items() if k not in ("device", "sample_interval_s", "n_samples")},
         "artifact_size_mb": dir_size_bytes(out) / MB,
@@ -88,7 +86,7 @@ def run() -> None:
     monitor.write_csv(metrics_dir / "train_timeseries.csv")
     write_json(metrics_dir / "train.json", report)
     checkpointer.finish()
-    print(f"{args.model}/{run_id}: {trainable:,} trainable ({report['trainable_percent']:.3f}%), "
+    print(f"{r.model}/{run_id}: {trainable:,} trainable ({report['trainable_percent']:.3f}%), "
           f"{result.steps} steps in {result.train_seconds:.0f}s, {report['tokens_per_s']:.0f} tok/s, "
           f"loss {result.final_loss:.3f}, val loss {val_loss:.3f}")
 

@@ -29,19 +29,19 @@ def run() -> None:
     args = parser(__doc__).parse_args()
     params = load_params(args.params)
     counts: Counter = Counter()
+    cache = CacheBackend(CACHE)  # a persist output: rewritten (possibly unchanged) by every run
+    table: dict = {}
     if params.data.format == "alpaca":
         rows = alpaca_documents(load_alpaca(params.data.raw, params.data.encoding))
         stats = {"documents": len(rows), "records": sum(len(r["pairs"]) for r in rows), "translated": False}
     else:
         corpus = load_corpus(params.data.raw, params.data.encoding, counts)
-        cache = CacheBackend(CACHE)
         backends = make_backends(params.translate.backends, memory=params.translate.memory,
                                  marian_model=params.translate.marian_model, batch_size=params.translate.batch_size)
         marian = [i for i, b in enumerate(backends) if b.name == "marian"]
         if marian:  # earlier machine translations stand in for MarianMT, in its place in the order
             backends.insert(marian[0], cache)
         table = translate_segments([s for d, _ in corpus for s in document_segments(d)], backends)
-        cache.update(table)
         rows = []
         for doc, split in corpus:
             row = translate_document(doc, table)
@@ -52,6 +52,7 @@ def run() -> None:
         stats = {"documents": len(rows), "segments": len(table), "by_backend": dict(sorted(by_backend.items())),
                  "translated": True}
     stats["dropped"] = dict(sorted(counts.items()))
+    cache.update(table)
     write_jsonl(OUT, rows)
     write_json(STATS, stats)
     print(f"{params.data.format}: {len(rows)} documents -> {OUT}", stats.get("by_backend", ""))

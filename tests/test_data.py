@@ -151,3 +151,29 @@ def test_parse_document_accepts_the_fixture_schema():
                                                                          "offset": [0, 4]}]}]}
     doc = parse_document(raw, "f record 0")
     assert doc.id == "7" and doc.events[0].arguments[0].offset == (0, 4)
+
+
+def test_long_document_truncated_around_the_answer_or_dropped_and_counted(smollm_tokenizer):
+    from ftbench.alpaca import fit_context, render_prompt
+    from ftbench.training import encode_examples
+
+    filler = " ".join(f"Sentence {i} says nothing of note." for i in range(120))
+    ex = {"instruction": "Who tested the missile?", "output": "the US Navy",
+          "input": f"{filler} On May 9, the US Navy tested the missile. {filler}"}
+    render = lambda e: render_prompt(smollm_tokenizer, e, "chat", "Answer briefly.")  # noqa: E731
+    fitted, truncated = fit_context(smollm_tokenizer, ex, 200, render)
+    assert truncated and "the US Navy tested the missile" in fitted["input"]
+    assert len(smollm_tokenizer(render(fitted), add_special_tokens=False)["input_ids"]) <= 200
+    assert fit_context(smollm_tokenizer, ex, 10, render) is None  # not even the answer fits
+
+    counts: dict = {}
+    short = {"instruction": "Who?", "input": "The US Navy did.", "output": "The US Navy"}
+    encoded = encode_examples(smollm_tokenizer, [ex, short], max_seq_len=200, style="chat",
+                              system_prompt="Answer briefly.", completion_only=True, counts=counts)
+    assert counts == {"train_truncated": 1}
+    assert len(encoded) == 2 and all(len(e.input_ids) <= 200 for e in encoded)
+    answer = [t for t, label in zip(encoded[0].input_ids, encoded[0].labels, strict=True) if label != -100]
+    assert smollm_tokenizer.decode(answer) == "the US Navy" + smollm_tokenizer.eos_token  # loss on the answer only
+    encode_examples(smollm_tokenizer, [ex], max_seq_len=20, style="chat", system_prompt="Answer briefly.",
+                    completion_only=True, counts=counts)
+    assert counts["train_dropped_too_long"] == 1

@@ -123,3 +123,19 @@ def test_killed_training_resumes_from_checkpoint(dvc_project):
     worst = max(float((resumed_weights[k] - fresh_weights[k]).abs().max()) for k in fresh_weights)
     assert worst <= 1e-6, f"resumed adapter differs from uninterrupted by {worst}"
     assert abs(resumed["final_loss"] - fresh["final_loss"]) <= 1e-5
+
+
+def test_bring_your_own_alpaca_data_as_the_readme_says(dvc_project):
+    """README "Bring your own data": a JSONL of {instruction, input, output} and one `dvc exp run`."""
+    root = dvc_project(**{"run.methods": ["lora"]})
+    records = [{"instruction": f"What was operation {i} code-named?",
+                "input": f"Operation {i} began at dawn. It was code-named Falcon-{i * 7}.", "output": f"Falcon-{i * 7}"}
+               for i in range(40)]
+    (root / "data/raw/my_qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run(["dvc", "exp", "run", "-S", "data.format=alpaca", "-S", "data.raw=data/raw/my_qa.jsonl"], root)
+    data = json.loads((root / "metrics/data.json").read_text())
+    assert data["documents"] == 40 and data["qa_pairs"] == 40 and data["answers_in_context"] == 40
+    test_rows = [json.loads(line) for line in (root / "data/processed/test.jsonl").read_text().splitlines()]
+    assert test_rows and all(r["output"].startswith("Falcon-") for r in test_rows)
+    evaluated = json.loads((root / "metrics/runs/tiny/lora-s42/eval.json").read_text())
+    assert evaluated["n"] == len(test_rows)

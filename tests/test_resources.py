@@ -25,6 +25,7 @@ from ftbench.resources import (
     model_flops_utilization,
     nvml_index,
     read_rapl_uj,
+    training_flops_per_token,
 )
 
 GPU_KEYS = (
@@ -177,11 +178,23 @@ def test_rapl_unreadable_is_none(tmp_path: Path) -> None:
 
 
 def test_mfu_arithmetic() -> None:
-    # 6 * 1e6 params * 1e4 tokens = 6e10 FLOP in 2 s on a 1e11 FLOP/s device -> 0.3
-    assert model_flops_utilization(1_000_000, 10_000, 2.0, 1e11) == pytest.approx(0.3)
-    assert model_flops_utilization(1_000_000, 10_000, 2.0, 1e11, training=False) == pytest.approx(0.1)
+    # 6e6 FLOP/token * 1e4 tokens = 6e10 FLOP in 2 s on a 1e11 FLOP/s device -> 0.3
+    assert model_flops_utilization(6e6, 10_000, 2.0, 1e11) == pytest.approx(0.3)
     with pytest.raises(ValueError):
         model_flops_utilization(1, 1, 0.0, 1e11)
+
+
+def test_training_flops_per_token_counts_only_the_work_done() -> None:
+    # Three 10x20 linear layers (200 weights each, N = 600), no biases counted in FLOPs.
+    net = torch.nn.Sequential(*(torch.nn.Linear(10 if i == 0 else 20, 20) for i in range(3)))
+    sizes = [200, 400, 400]  # in*out: 10*20, 20*20, 20*20
+    assert training_flops_per_token(net) == 6 * sum(sizes)  # full fine-tuning: the familiar 6N
+    for p in net.parameters():
+        p.requires_grad = False
+    net[2].weight.requires_grad = True  # top layer only: forward 2N, backward through the top layer alone
+    assert training_flops_per_token(net) == 2 * sum(sizes) + 2 * 400 + 2 * 400
+    net[2].weight.requires_grad = False
+    assert training_flops_per_token(net) == 2 * sum(sizes)  # nothing trains: forward only
 
 
 def test_measure_peak_flops_cpu() -> None:

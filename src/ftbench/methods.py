@@ -131,6 +131,13 @@ def save_trained(model: Any, method: str, out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if method in ("lora", "qlora"):
         model.save_pretrained(out)
+        # peft keeps target_modules as a set, so its saved order follows the hash seed; sort it so that
+        # the same training gives the same bytes (and the same DVC hash).
+        config_path = out / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     else:
         state = {n: t.contiguous().cpu() for n, t in trainable_state(model).items()}
         save_file(state, out / TOP_LAYER_FILE)

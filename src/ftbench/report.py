@@ -122,7 +122,9 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("latency", "seconds per example at batch size 1 (p50, p95); generated tokens/s over batched generation."),
     ("artifact MB", "on-disk size of what the method must ship (adapter or tuned blocks); base model MB: the "
                     "base weights it is applied to."),
-    ("MFU", "6 x parameters x training tokens / (train s x peak FLOP/s); the peak comes from monitor.peak_flops "
+    ("MFU", "training FLOPs / (train s x peak FLOP/s). FLOPs per token count what the method runs: forward "
+            "through every linear layer, backward down to the lowest trainable one, weight gradients for "
+            "trainable weights (6N for full tuning, about 4N for LoRA). The peak comes from monitor.peak_flops "
             "or, when that is null, a matmul probe on the same device (peak_flops_source in train.json)."),
 )
 

@@ -498,21 +498,30 @@ def measure_peak_flops(
     return 2.0 * n**3 * inner / best
 
 
-def model_flops_utilization(
-    n_params: int, tokens: int, seconds: float, peak_flops: float, *, training: bool = True
-) -> float:
-    """Fraction of ``peak_flops`` used, from the 6·N·T (training) / 2·N·T (inference) estimate.
+def training_flops_per_token(model: torch.nn.Module) -> float:
+    """Matmul FLOPs per token of one training step, counting only the work the method really does.
 
-    Same spirit as nanoGPT's ``estimate_mfu``: forward+backward costs ~6 FLOPs per parameter per
-    token, forward alone ~2; attention's extra term is ignored, which is small for short contexts.
-    With LoRA/QLoRA/top-layer tuning, frozen weights skip their weight-gradient matmul, so the work
-    actually done is nearer 4·N·T for them; 6·N·T with N = all parameters is kept as a common
-    yardstick, and callers should say which N they passed.
+    Forward: 2 FLOPs per weight of every linear layer (lm_head included; sizes from in/out features,
+    so 4-bit packed weights count in full). Backward: input gradients flow from the top down to the
+    first linear layer that trains (2 per weight of it and all above), and weight gradients exist only
+    for trainable weights (2 per weight). Full fine-tuning gives the familiar 6·N; LoRA on every
+    block ≈ 4·N; top-layer tuning ≈ 2·N plus the top block and the head. Attention-score FLOPs
+    (quadratic in length) are left out: small for the short QA prompts here.
     """
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    sizes = [m.in_features * m.out_features for m in linears]
+    trains = [m.weight.requires_grad for m in linears]
+    first = trains.index(True) if True in trains else len(linears)
+    return 2.0 * sum(sizes) + 2.0 * sum(sizes[first:]) + 2.0 * sum(s for s, t in zip(sizes, trains, strict=True) if t)
+
+
+def model_flops_utilization(flops_per_token: float, tokens: int, seconds: float, peak_flops: float) -> float:
+    """Fraction of ``peak_flops`` used: ``flops_per_token`` × tokens / (seconds × peak), as nanoGPT's
+    ``estimate_mfu`` but with the per-token cost of :func:`training_flops_per_token` (or 2·N for
+    inference) instead of a blanket 6·N, which overstates partial fine-tuning (MFU above 1)."""
     if seconds <= 0 or peak_flops <= 0:
         raise ValueError(f"seconds and peak_flops must be positive, got {seconds}, {peak_flops}")
-    flops = (6 if training else 2) * n_params * tokens
-    return flops / (seconds * peak_flops)
+    return flops_per_token * tokens / (seconds * peak_flops)
 
 
 def latency_stats(per_example_seconds: Sequence[float]) -> dict[str, float | None]:

@@ -8,9 +8,12 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ftbench.io import FtbenchError
+from ftbench.params import ModelSpec, Params, load_params
 
 
 def run_name(method: str, seed: int) -> str:
@@ -34,9 +37,44 @@ def checkpoint_dir(model: str, run: str) -> Path:
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     return p
+
+
+@dataclass
+class ModelRun:
+    """What a model-level stage (baseline, train, evaluate) resolves from its arguments and params."""
+
+    params: Params
+    model: str
+    spec: ModelSpec
+    device: str
+    dtype: Any
+    method: str | None = None
+    seed: int | None = None
+    cfg: Any = None
+
+    @property
+    def run_id(self) -> str:
+        return "baseline" if self.method is None else run_name(self.method, self.seed)
+
+
+def model_run(description: str, *, tuned: bool) -> ModelRun:
+    """Parse ``--model`` (and ``--method --seed`` for a tuned run) and resolve them against params.yaml."""
+    from ftbench.registry import pick_device, pick_dtype  # imports torch: only model stages pay for it
+
+    p = parser(description)
+    p.add_argument("--model", required=True, help="a name from the models registry in params.yaml")
+    if tuned:
+        p.add_argument("--method", required=True, help="lora, qlora or top_layer")
+        p.add_argument("--seed", type=int, required=True, help="training seed (an entry of run.seeds)")
+    args = p.parse_args()
+    params = load_params(args.params)
+    device = pick_device(params.run.device)
+    return ModelRun(params=params, model=args.model, spec=params.model(args.model), device=device,
+                    dtype=pick_dtype(params.train.dtype, device), method=args.method if tuned else None,
+                    seed=args.seed if tuned else None, cfg=params.method(args.method) if tuned else None)
 
 
 def main(fn: Callable[[], None]) -> None:
