@@ -41,7 +41,10 @@ def run() -> None:
         write_jsonl(OUT / f"{name}.jsonl", rows)
         report["splits"][name] = {
             "documents": sum(1 for s in split_of.values() if s == name),
+            "events": sum(len(d.get("events", ())) for d in docs if split_of[d["id"]] == name),
             "qa_pairs_available": available[name], "qa_pairs": len(rows),
+            # an answer missing from its context was translated apart from its document
+            "answers_not_in_context": sum(not r["answer_in_context"] for r in rows),
             "by_event_type": dict(sorted(Counter(r["event_type"] for r in rows).items())),
             "by_role": dict(sorted(Counter(r["role"] for r in rows).items())),
         }

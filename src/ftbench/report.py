@@ -469,11 +469,28 @@ def delta_blocks(comparison: dict) -> list[tuple[str, list[str]]]:
     return blocks
 
 
+DATA_HEADER = ("split", "documents", "events", "QA pairs available", "QA pairs used", "answers not in context")
+
+
+def event_type_table(data: dict) -> tuple[list[str], list[list[str]]]:
+    """QA pairs used per event type (rows) and split (columns), then per role."""
+    splits = data.get("splits") or {}
+    header = ["event type / role", *splits]
+    rows = []
+    for key in ("by_event_type", "by_role"):
+        names = sorted({n for s in splits.values() for n in (s.get(key) or {})})
+        rows += [[n, *(str((s.get(key) or {}).get(n, 0)) for s in splits.values())] for n in names]
+    return header, rows
+
+
 def data_tables(data: dict) -> tuple[list[list[str]], list[list[str]]]:
     """(per-split documents / QA pairs, dropped records by reason) from metrics/data.json."""
-    splits = [[name, str(s.get("documents", "–")), str(s.get("qa_pairs_available", "–")), str(s.get("qa_pairs", "–"))]
+    splits = [[name, *(str(s.get(k, "–")) for k in ("documents", "events", "qa_pairs_available", "qa_pairs",
+                                                     "answers_not_in_context"))]
               for name, s in (data.get("splits") or {}).items()]
-    splits.append(["all", str(data.get("documents", "–")), str(data.get("qa_pairs", "–")), ""])
+    not_in_context = data.get("qa_pairs", 0) - data.get("answers_in_context", 0) if "qa_pairs" in data else "–"
+    splits.append(["all", str(data.get("documents", "–")), str(data.get("events", "–")), str(data.get("qa_pairs", "–")),
+                   "", str(not_in_context)])
     dropped = [[reason, str(count)] for reason, count in (data.get("dropped") or {}).items()]
     return splits, dropped
 
@@ -513,7 +530,10 @@ def render_markdown(comparison: dict, data: dict, *, n_resamples: int) -> str:
     ]
     for heading, lines in delta_blocks(comparison):
         out += [f"### {heading}", "", *(f"- {line}" for line in lines), ""]
-    out += ["## Data", "", _md_table(("split", "documents", "QA pairs available", "QA pairs used"), splits), ""]
+    out += ["## Data", "", _md_table(DATA_HEADER, splits), ""]
+    type_header, type_rows = event_type_table(data)
+    if type_rows:
+        out += ["QA pairs used, per event type and per role:", "", _md_table(type_header, type_rows), ""]
     out += [_md_table(("dropped because", "records"), dropped) if dropped else "No records dropped.", ""]
     out += ["## Reference study", "", f"Its published figures, {STUDY_LABEL}:", "",
             _md_table(STUDY_COLUMNS, study_table()), ""]
@@ -885,7 +905,7 @@ p &lt; {ALPHA}; otherwise: no significant difference.</p>
 {_html_table(STUDY_COLUMNS, study_table())}
 </section>
 <section id="data"><h2>Data</h2>
-{_html_table(("split", "documents", "QA pairs available", "QA pairs used"), splits, left=1)}
+{_html_table(DATA_HEADER, splits, left=1)}
 {_html_table(("dropped because", "records"), dropped, left=1) if dropped else "<p>No records dropped.</p>"}
 </section>
 <section id="answers"><h2>Answers side by side</h2>
