@@ -459,7 +459,8 @@ def _safe_call(fn: Any) -> None:
 
 
 def measure_peak_flops(
-    device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5
+    device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5,
+    min_seconds: float = 1.0,
 ) -> float:
     """Achieved matmul FLOP/s on ``device`` in ``dtype`` (2·n³ per n×n matmul, best of ``repeats``).
 
@@ -483,17 +484,21 @@ def measure_peak_flops(
     a = torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype)
     with torch.no_grad():
-        for _ in range(2):  # warm-up: kernel selection, clocks, allocator
+        # Warm up for a fixed time, not a fixed count: thread pools, clocks and the allocator
+        # settle over ~0.5 s on a CPU, and a cold probe under-reads the peak by up to 2x.
+        deadline = time.perf_counter() + min_seconds / 2
+        while time.perf_counter() < deadline:
             torch.matmul(a, b)
         sync()
-        best = math.inf
-        for _ in range(repeats):
+        best, timed, t_end = math.inf, 0, time.perf_counter() + min_seconds
+        while timed < repeats or time.perf_counter() < t_end:
             sync()
             t0 = time.perf_counter()
             for _ in range(inner):
                 torch.matmul(a, b)
             sync()
             best = min(best, time.perf_counter() - t0)
+            timed += 1
     best = max(best, 1e-9)
     return 2.0 * n**3 * inner / best
 
