@@ -112,9 +112,10 @@ def make_inputs(root: Path, seeds: tuple[int, ...] = (42,)) -> None:
     params["eval"]["bootstrap_resamples"] = 200
     _write(root / "params.yaml", yaml.safe_dump(params, sort_keys=False))
     data = {"documents": 30, "events": 52, "qa_pairs": 140, "answers_in_context": 138,
-            "splits": {name: {"documents": d, "qa_pairs_available": q, "qa_pairs": q,
-                              "by_event_type": {}, "by_role": {}}
-                       for name, d, q in (("train", 24, 110), ("validation", 3, 10), ("test", 3, N))},
+            "splits": {name: {"documents": d, "events": e, "qa_pairs_available": q, "qa_pairs": q,
+                              "answers_not_in_context": 1 if name == "test" else 0,
+                              "by_event_type": {"Deploy": q - 1, "Exhibit": 1}, "by_role": {"Subject": q}}
+                       for name, d, e, q in (("train", 24, 42, 110), ("validation", 3, 5, 10), ("test", 3, 5, N))},
             "dropped": {"ambiguous_question": 2, "empty_answer": 3}}
     _write(root / "metrics/data.json", json.dumps(data))
     _eval_and_predictions(MODEL, "baseline", None)
@@ -182,7 +183,9 @@ def test_markdown_wording(built):
     assert f"| tiny | baseline | – | {zero} | {zero} | {zero} | 0.800 [0.80, 0.80] | {zero} |" in md
     assert re.search(r"ΔF1 = \+1\.000 \[1\.000, 1\.000\], p = 0\.0050 — lora is better than baseline on F1", md)
     assert "ΔF1 = +0.000 [0.000, 0.000], p = 1.0 — no significant difference in F1 between qlora and lora" in md
-    assert "| test | 3 | 20 | 20 |" in md and "| empty_answer | 3 |" in md
+    assert "| test | 3 | 5 | 20 | 20 | 1 |" in md and "| all | 30 | 52 | 140 |  | 2 |" in md
+    assert "| Deploy | 109 | 9 | 19 |" in md and "| Subject | 110 | 10 | 20 |" in md
+    assert "| empty_answer | 3 |" in md
     assert report.STUDY_LABEL in md and "| Llama 3.2 3B | top layer | 31.1 | 0.0640 |" in md
     assert "better than" not in md.split("### tiny: qlora vs lora")[1].split("###")[0]
 
