@@ -79,6 +79,29 @@ def test_exp_run_reruns_only_dependent_stages(repro_project):
     assert "methods.top_layer.lr" in diff or "1e-04" in diff or "0.0001" in diff
 
 
+def test_metrics_and_plots_diff_between_two_commits(repro_project):
+    """The pull-request view: commit a run, change a knob, commit again, diff the two commits."""
+    root, _ = repro_project
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "before", "--allow-empty"], root)
+    run(["dvc", "exp", "run", "-S", "methods.top_layer.lr=2e-3"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "after"], root)
+    head = run(["git", "rev-parse", "--short", "HEAD"], root).stdout.strip()
+
+    metrics = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
+    moved = metrics["metrics/runs/tiny/top_layer-s42/train.json"]
+    assert moved["lr"]["old"] != moved["lr"]["new"] == pytest.approx(2e-3)
+    assert "final_loss" in moved
+    assert not any(k.startswith("metrics/runs/tiny/lora-s42/") and "final_loss" in v for k, v in metrics.items())
+
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
+    flat = json.dumps(plots)
+    for title in ("Quality by run (test F1)", "train/loss.tsv", "quality_tiny.png"):
+        assert title in flat, title
+    assert "HEAD~1" in flat and ("HEAD" in flat or head in flat)
+
+
 def test_rerun_with_same_seed_is_identical(repro_project):
     """Determinism on the CPU: retraining and re-evaluating gives the same adapter bytes and metrics."""
     root, _ = repro_project
