@@ -12,15 +12,7 @@ from ftbench.stage import main, parser
 
 def run() -> None:
     args = parser(__doc__).parse_args()
-    params = load_params(args.params)
-    runs = report.load_runs(params)
-    data = report.load_data_summary()
-    n_resamples = params.eval.bootstrap_resamples
-    comparison = report.compare(runs, n_resamples=n_resamples, seed=params.seed)
-    charts = report.build_charts(runs, comparison)
-    report.write_plots(comparison, charts)
-    report.write_tables(comparison, data, n_resamples=n_resamples)
-    report.write_html(comparison, runs, data, charts, n_resamples=n_resamples)
+    comparison = report.build(load_params(args.params))
     print(report.summary_line(comparison))
 
 

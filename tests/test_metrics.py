@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import time
 
 import numpy as np
 import pytest
@@ -264,14 +263,16 @@ def test_bootstrap_rejects_missing_bertscore():
         bootstrap_ci([{"bertscore": None}] * 3, "bertscore")
 
 
-def test_resampling_is_fast():
-    rng = np.random.default_rng(0)
-    a = [{"f1": float(v)} for v in rng.random(500)]
-    b = [{"f1": float(v)} for v in rng.random(500)]
-    t0 = time.perf_counter()
-    bootstrap_ci(a, "f1", n_resamples=10000)
-    paired_test(a, b, "f1", n_resamples=10000)
-    assert time.perf_counter() - t0 < 1.0
+def test_seed_mean_bleu_ci_one_seed_is_the_bleu_ci_and_seeds_average():
+    one = metrics.bootstrap_ci_seed_mean_bleu([PREDS], REFS, n_resamples=500, seed=7)
+    assert one == bootstrap_ci([{}] * len(PREDS), "bleu", predictions=PREDS, references=REFS, n_resamples=500,
+                               seed=7)
+    # a second seed that copies the references pulls every resample's mean up, and the CI with it
+    lo, hi = metrics.bootstrap_ci_seed_mean_bleu([PREDS, REFS], REFS, n_resamples=500, seed=7)
+    mean = (bleu_corpus(PREDS, REFS) + 1.0) / 2
+    assert one[1] < hi and lo <= mean <= hi <= 1.0
+    with pytest.raises(ValueError, match="no seeds"):
+        metrics.bootstrap_ci_seed_mean_bleu([], REFS)
 
 
 # --------------------------------------------------------------------------- paired test

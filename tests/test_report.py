@@ -1,7 +1,8 @@
 """Tests for the resource_report stage on synthetic run outputs (no model is loaded).
 
 One model, the baseline and three methods on 20 test questions: the baseline is wrong everywhere,
-LoRA right everywhere, QLoRA answers exactly like LoRA, and top-layer tuning is right on half.
+LoRA right everywhere, QLoRA answers exactly like LoRA, and top-layer tuning is right on half (seed 42;
+another seed is also right on every fourth question, so that results differ across seeds).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import csv
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,15 @@ import yaml
 
 from ftbench import report
 from ftbench.io import FtbenchError
-from ftbench.metrics import bleu_corpus, exact_match, rouge_per_example, token_f1, with_confidence_intervals
+from ftbench.metrics import (
+    bleu_corpus,
+    bootstrap_ci,
+    bootstrap_ci_seed_mean_bleu,
+    exact_match,
+    rouge_per_example,
+    token_f1,
+    with_confidence_intervals,
+)
 from ftbench.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +53,11 @@ def _answers(run: str) -> list[str]:
         return ["nothing is known" for _ in refs]
     if run.startswith(("lora", "qlora")):
         return refs
-    # top layer: right on the even questions; one odd answer carries markup that must be escaped
-    return [r if i % 2 == 0 else (SCRIPT if i == 1 else "a coastal city") for i, r in enumerate(refs)]
+    # top layer: right on the even questions (seed 42), and on i % 4 == 3 too with any other seed;
+    # one wrong answer carries markup that must be escaped
+    other_seed = not run.endswith("-s42")
+    return [r if i % 2 == 0 or (other_seed and i % 4 == 3) else (SCRIPT if i == 1 else "a coastal city")
+            for i, r in enumerate(refs)]
 
 
 def _write(path: Path, text: str) -> None:
@@ -52,7 +65,7 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _eval_and_predictions(model: str, method: str, seed: int | None) -> None:
+def _eval_and_predictions(root: Path, model: str, method: str, seed: int | None) -> None:
     run = "baseline" if seed is None else f"{method}-s{seed}"
     examples = [_example(i) for i in range(N)]
     refs = [e["reference"] for e in examples]
@@ -77,15 +90,12 @@ def _eval_and_predictions(model: str, method: str, seed: int | None) -> None:
                             "latency_p95_s": 0.3, "latency_examples": 8, "wall_time_s": 6.5, "peak_rss_mb": 900.0,
                             "mean_cpu_percent": 180.0, **gpu, "energy_j": None, "energy_wh": None,
                             "energy_source": None}}
-    mdir = Path("metrics/runs") / model / run
-    _write(mdir / "eval.json", json.dumps(result))
-    _write(mdir / "eval_timeseries.csv", "t_s,rss_mb,cpu_percent,gpu_power_w,gpu_memory_used_mb,"
-           "gpu_utilization_percent\n0.0,800,150,,,\n0.5,900,190,,,\n")
+    _write(root / "metrics/runs" / model / run / "eval.json", json.dumps(result))
     rows = [{**e, "answer": a, **p} for e, a, p in zip(examples, answers, per_example, strict=True)]
-    _write(Path("predictions") / model / f"{run}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    _write(root / "predictions" / model / f"{run}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _train(model: str, method: str, seed: int) -> None:
+def _train(root: Path, model: str, method: str, seed: int) -> None:
     pct = {"lora": 0.069, "qlora": 0.069, "top_layer": 4.92}[method]
     result = {"model": model, "method": method, "seed": seed, "device": "cpu", "trainable_params": int(pct * 1e4),
               "total_params": 1_000_000, "trainable_percent": pct, "steps": 45, "epochs": 1, "train_tokens": 50_000,
@@ -97,7 +107,7 @@ def _train(model: str, method: str, seed: int) -> None:
               "gpu_peak_memory_used_mb": None, "gpu_power_mean_w": None, "gpu_power_peak_w": None,
               "gpu_utilization_mean_percent": None, "energy_j": None, "energy_wh": None, "energy_source": None,
               "artifact_size_mb": 0.6 if "lora" in method else 12.0, "base_model_size_mb": 520.0, "examples": 360}
-    mdir = Path("metrics/runs") / model / f"{method}-s{seed}"
+    mdir = root / "metrics/runs" / model / f"{method}-s{seed}"
     _write(mdir / "train.json", json.dumps(result))
     lines = ["t_s,rss_mb,cpu_percent,gpu_power_w,gpu_memory_used_mb,gpu_utilization_percent"]
     lines += [f"{t * 0.5},{1000 + 20 * t + len(method)},{180 + t % 3},,," for t in range(12)]
@@ -105,7 +115,7 @@ def _train(model: str, method: str, seed: int) -> None:
 
 
 def make_inputs(root: Path, seeds: tuple[int, ...] = (42,)) -> None:
-    """params.yaml, metrics/data.json and every run's outputs under ``root`` (the current directory)."""
+    """params.yaml, metrics/data.json and every run's outputs under ``root``."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["models"] = {MODEL: {"path": "unused"}}
     params["run"].update({"models": [MODEL], "methods": list(METHODS), "seeds": list(seeds)})
@@ -118,36 +128,23 @@ def make_inputs(root: Path, seeds: tuple[int, ...] = (42,)) -> None:
                        for name, d, e, q in (("train", 24, 42, 110), ("validation", 3, 5, 10), ("test", 3, 5, N))},
             "dropped": {"ambiguous_question": 2, "empty_answer": 3}}
     _write(root / "metrics/data.json", json.dumps(data))
-    _eval_and_predictions(MODEL, "baseline", None)
+    _eval_and_predictions(root, MODEL, "baseline", None)
     for method in METHODS:
         for seed in seeds:
-            _train(MODEL, method, seed)
-            _eval_and_predictions(MODEL, method, seed)
+            _train(root, MODEL, method, seed)
+            _eval_and_predictions(root, MODEL, method, seed)
 
 
-def run_report(root: Path) -> None:
-    params = load_params(root / "params.yaml")
-    runs = report.load_runs(params)
-    comparison = report.compare(runs, n_resamples=params.eval.bootstrap_resamples, seed=params.seed)
-    data = report.load_data_summary()
-    charts = report.build_charts(runs, comparison)
-    report.write_plots(comparison, charts)
-    report.write_tables(comparison, data, n_resamples=params.eval.bootstrap_resamples)
-    report.write_html(comparison, runs, data, charts, n_resamples=params.eval.bootstrap_resamples)
+def run_report(root: Path) -> dict:
+    """The stage's library path, in this process (the report reads and writes relative to the cwd)."""
+    return report.build(load_params(root / "params.yaml"))
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """The stage run once, for real, as DVC would run it (subprocess in the project directory)."""
     root = tmp_path_factory.mktemp("report")
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        make_inputs(root)
-    finally:
-        os.chdir(cwd)
+    make_inputs(root)
     proc = subprocess.run([sys.executable, str(REPO / "stages/resource_report.py")], cwd=root,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -203,6 +200,8 @@ def test_csv_outputs(built):
     with open(built / "metrics/comparison.csv", newline="") as f:
         comp = list(csv.DictReader(f))
     assert len(comp) == 4 and comp[1]["f1_delta_vs_baseline"] == "1.0" and comp[0]["gpu_power_peak_w"] == ""
+    rows = report.rows_of(json.loads((built / "metrics/comparison.json").read_text()))
+    assert all(set(report._flat(r)) <= set(report.comparison_csv_columns()) for r in rows)  # no field left out
 
 
 def test_html_self_contained_and_escaped(built):
@@ -234,7 +233,7 @@ def test_missing_eval_json_names_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_inputs(tmp_path)
     (tmp_path / "metrics/runs/tiny/qlora-s42/eval.json").unlink()
-    with pytest.raises(FtbenchError, match=r"metrics/runs/tiny/qlora-s42/eval\.json is missing.*run dvc repro"):
+    with pytest.raises(FtbenchError, match=r"metrics/runs/tiny/qlora-s42/eval\.json: file not found.*run dvc repro"):
         report.load_runs(load_params())
     proc = subprocess.run([sys.executable, str(REPO / "stages/resource_report.py")], cwd=tmp_path,
                           capture_output=True, text=True)
@@ -254,13 +253,31 @@ def test_several_seeds_mean_sd_and_pooled_ci(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_inputs(tmp_path, seeds=(42, 43))
     run_report(tmp_path)
+    params = load_params()
     comp = json.loads((tmp_path / "metrics/comparison.json").read_text())
-    top = comp[MODEL]["top_layer"]
-    assert top["seeds"] == "42,43" and top["f1_sd"] == 0.0 and top["train_seconds_sd"] > 0
-    assert top["bleu_ci_low"] <= top["bleu"] <= top["bleu_ci_high"]
+    top, lora = comp[MODEL]["top_layer"], comp[MODEL]["lora"]
+    # F1 per seed: 10/20 and 15/20 right (wrong answers share no token with the reference)
+    assert top["seeds"] == "42,43" and top["f1"] == pytest.approx(0.625)
+    assert top["f1_sd"] == pytest.approx(statistics.stdev([0.5, 0.75])) and lora["f1_sd"] == 0.0
+    assert top["train_seconds_sd"] > 0
+    # CIs resample the examples once over both seeds: per-example scores averaged across seeds ...
+    pooled = [{"f1": 1.0 if i % 2 == 0 else (0.5 if i % 4 == 3 else 0.0)} for i in range(N)]
+    expected = bootstrap_ci(pooled, "f1", n_resamples=params.eval.bootstrap_resamples, seed=params.seed)
+    assert (top["f1_ci_low"], top["f1_ci_high"]) == pytest.approx(expected)
     assert top["f1_ci_low"] < top["f1"] < top["f1_ci_high"]
+    # ... and corpus BLEU of every seed recomputed on the same draw, then averaged
+    answers = [_answers(f"top_layer-s{seed}") for seed in (42, 43)]
+    refs = [_example(i)["reference"] for i in range(N)]
+    expected = bootstrap_ci_seed_mean_bleu(answers, refs, n_resamples=params.eval.bootstrap_resamples,
+                                           seed=params.seed)
+    assert (top["bleu_ci_low"], top["bleu_ci_high"]) == pytest.approx(expected)
+    assert top["bleu"] == pytest.approx((bleu_corpus(answers[0], refs) + bleu_corpus(answers[1], refs)) / 2)
+    assert top["bleu_ci_low"] <= top["bleu"] <= top["bleu_ci_high"]
+    # the paired test against the baseline uses the pooled scores too: delta = 0.625 − 0
+    assert top["vs_baseline"]["f1"]["delta"] == pytest.approx(0.625)
     md = (tmp_path / "metrics/comparison.md").read_text()
-    assert " ± 0.000 [" in md
+    assert " ± 0.177 [" in md and " ± 0.000 [" in md
+    assert all(set(report._flat(r)) <= set(report.comparison_csv_columns()) for r in report.rows_of(comp))
     assert 'top_layer-s43' in (tmp_path / "reports/index.html").read_text()
 
 

@@ -11,11 +11,10 @@ from typing import Any
 
 from ftbench.generation import generate_answers
 from ftbench.io import read_jsonl, write_json, write_jsonl
-from ftbench.metrics import default_bertscore_model, score_predictions, with_confidence_intervals
+from ftbench.metrics import CI_METRICS, default_bertscore_model, score_predictions, with_confidence_intervals
 from ftbench.params import Params
 from ftbench.resources import ResourceMonitor, latency_stats
 
-QUALITY = ("f1", "em", "bleu", "rouge1", "rouge2", "rougeL", "bertscore")
 TEST_SPLIT = Path("data/processed/test.jsonl")
 
 
@@ -58,7 +57,7 @@ def evaluate(load: Callable[[], tuple[Any, Any]], params: Params, *, device: str
         **identity,
         "split": "test",
         "n": summary["n"],
-        **{k: summary[k] for k in QUALITY if summary.get(k) is not None},
+        **{k: summary[k] for k in CI_METRICS if summary.get(k) is not None},
         "ci95": {k: [v["ci_low"], v["ci_high"]] for k, v in cis.items()},
         "bertscore_model": bs_name,
         "bertscore_layers": params.eval.bertscore_layers if bs_name else None,

@@ -113,26 +113,27 @@ def dir_size_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def read_text_file(path: str | Path, encoding: str = "utf-8") -> str:
+def read_text_file(path: str | Path, encoding: str = "utf-8", *, fix: str | None = None) -> str:
     """Decode a user's input file, naming the file and byte offset when the encoding is wrong.
 
-    UTF-8 files may start with a BOM; ``encoding="gb18030"`` reads GB-encoded releases.
+    UTF-8 files may start with a BOM; ``encoding="gb18030"`` reads GB-encoded releases. ``fix`` replaces
+    the default advice (which is about a user's data file) for files the pipeline itself writes.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found", fix="check the path in params.yaml (data.raw)")
+        raise DataError(f"{path}: file not found", fix=fix or "check the path in params.yaml (data.raw)")
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     try:
         return path.read_bytes().decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: byte {e.start} is not valid {encoding}",
-                        fix="re-save the file as UTF-8, or set data.encoding: gb18030 if it is GB-encoded") from None
+        advice = "re-save the file as UTF-8, or set data.encoding: gb18030 if it is GB-encoded"
+        raise DataError(f"{path}: byte {e.start} is not valid {encoding}", fix=fix or advice) from None
 
 
-def read_json_file(path: str | Path, encoding: str = "utf-8") -> object:
+def read_json_file(path: str | Path, encoding: str = "utf-8", *, fix: str | None = None) -> object:
     """Parse a JSON file, reporting bad syntax with the file, line and column."""
     try:
-        return json.loads(read_text_file(path, encoding))
+        return json.loads(read_text_file(path, encoding, fix=fix))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno} ({e.msg})",
-                        fix="repair the file (is it truncated?) and rerun") from None
+                        fix=fix or "repair the file (is it truncated?) and rerun") from None

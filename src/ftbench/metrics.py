@@ -363,6 +363,33 @@ def bootstrap_ci(
     return _percentile_ci(np.concatenate(samples), alpha)
 
 
+def bootstrap_ci_seed_mean_bleu(
+    predictions_per_seed: Sequence[Sequence[str]],
+    references: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over seeds of corpus BLEU.
+
+    Each resample draws the examples once and recomputes every seed's corpus BLEU on that draw, so the
+    interval reflects example sampling, as the per-example metrics' pooled CIs do.
+    """
+    if not predictions_per_seed:
+        raise ValueError("no seeds to bootstrap")
+    n = len(references)
+    if n == 0:
+        raise ValueError("no examples to bootstrap")
+    stats = [_bleu_inputs(preds, references, n) for preds in predictions_per_seed]
+    rng = np.random.default_rng(seed)
+    samples = []
+    for size in _chunks(n_resamples, n):
+        counts = _bootstrap_counts(rng, size, n)
+        samples.append(np.mean([bleu_from_stats(counts @ s) for s in stats], axis=0))
+    return _percentile_ci(np.concatenate(samples), alpha)
+
+
 def with_confidence_intervals(
     per_example: list[dict],
     summary: dict,

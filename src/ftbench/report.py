@@ -35,17 +35,18 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ftbench.io import FtbenchError, atomic_dir, read_json, read_jsonl, write_bytes, write_json, write_text
+from ftbench.io import FtbenchError, atomic_dir, read_json_file, read_jsonl, write_bytes, write_json, write_text
 from ftbench.metrics import (
+    CI_METRICS,
     DISPLAY_NAMES,
-    bleu_from_stats,
-    bleu_sentence_stats,
     bootstrap_ci,
+    bootstrap_ci_seed_mean_bleu,
     format_delta,
     normalize_answer,
     paired_test,
@@ -53,7 +54,7 @@ from ftbench.metrics import (
 from ftbench.params import Params
 from ftbench.stage import predictions_path, run_metrics_dir, run_name
 
-QUALITY: tuple[str, ...] = ("f1", "em", "bleu", "rouge1", "rouge2", "rougeL", "bertscore")
+QUALITY: tuple[str, ...] = CI_METRICS
 #: Column order of the main table: the study's (F1, BLEU, BERTScore, R-1/2/L) with EM after F1.
 TABLE_QUALITY: tuple[str, ...] = ("f1", "em", "bleu", "bertscore", "rouge1", "rouge2", "rougeL")
 #: Fields averaged across seeds that also get a sample sd when a method has several seeds.
@@ -111,7 +112,7 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("BERTScore", "raw F1 (no baseline rescaling), averaged; the encoder and layer are named in eval.json."),
     ("[lo, hi]", "95 % percentile bootstrap confidence interval over test examples."),
     ("Δ", "tuned minus reference on the same test examples: paired-bootstrap 95 % CI, two-sided p from an "
-          "approximate randomisation test. Called better/worse only if p < 0.05."),
+          f"approximate randomisation test. Called better/worse only if p < {ALPHA}."),
     ("trainable %", "parameters with requires_grad over all parameters of the base model."),
     ("train s", "wall-clock seconds of the training loop; tokens/s counts non-padding tokens."),
     ("memory", "peak GPU memory allocated (torch.cuda.max_memory_allocated) on a GPU run, else peak process "
@@ -145,7 +146,7 @@ class Run:
     predictions: list[dict]
     timeseries: list[dict[str, float | None]]
 
-    @property
+    @cached_property
     def answers(self) -> list[str]:
         return [p["answer"] for p in self.predictions]
 
@@ -154,17 +155,15 @@ class Run:
 Runs = dict[str, dict[str, list[Run]]]
 
 
+RERUN = "run dvc repro (the stage that writes it has not run, or was interrupted)"
+
+
 def _missing(path: Path) -> FtbenchError:
-    return FtbenchError(f"{path} is missing", fix="run dvc repro (the stage that writes it has not run)")
+    return FtbenchError(f"{path}: file not found", fix=RERUN)
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise _missing(path)
-    try:
-        return read_json(path)
-    except json.JSONDecodeError as e:
-        raise FtbenchError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})", fix="run dvc repro") from None
+    return read_json_file(path, fix=RERUN)
 
 
 def _read_predictions(path: Path) -> list[dict]:
@@ -173,9 +172,9 @@ def _read_predictions(path: Path) -> list[dict]:
     try:
         rows = read_jsonl(path)
     except json.JSONDecodeError as e:
-        raise FtbenchError(f"{path}: invalid JSON line ({e.msg})", fix="run dvc repro") from None
+        raise FtbenchError(f"{path}: invalid JSON line ({e.msg})", fix=RERUN) from None
     if not rows:
-        raise FtbenchError(f"{path} has no predictions", fix="run dvc repro")
+        raise FtbenchError(f"{path} has no predictions", fix=RERUN)
     return rows
 
 
@@ -248,31 +247,18 @@ def _pooled(runs: Sequence[Run], metric: str) -> list[dict] | None:
     return [{metric: float(np.mean(vals))} for vals in zip(*columns, strict=True)]
 
 
-def _seed_mean_bleu_ci(runs: Sequence[Run], references: list[str], n_resamples: int,
-                       seed: int) -> tuple[float, float]:
-    """CI of the mean over seeds of corpus BLEU: resample examples once, recompute every seed's BLEU."""
-    stats = [bleu_sentence_stats(r.answers, references) for r in runs]
-    n = len(references)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    counts = np.zeros((n_resamples, n))
-    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1.0)
-    samples = np.mean([bleu_from_stats(counts @ s) for s in stats], axis=0)
-    lo, hi = np.quantile(samples, [ALPHA / 2, 1 - ALPHA / 2])
-    return float(lo), float(hi)
-
-
 def _ci(runs: Sequence[Run], metric: str, references: list[str], n_resamples: int,
         seed: int) -> tuple[float | None, float | None]:
     if len(runs) == 1:
         ci = runs[0].eval.get("ci95", {}).get(metric)
         return (float(ci[0]), float(ci[1])) if ci else (None, None)
     if metric == "bleu":
-        return _seed_mean_bleu_ci(runs, references, n_resamples, seed)
+        return bootstrap_ci_seed_mean_bleu([r.answers for r in runs], references, n_resamples=n_resamples,
+                                           seed=seed, alpha=ALPHA)
     pooled = _pooled(runs, metric)
     if pooled is None:
         return None, None
-    return bootstrap_ci(pooled, metric, n_resamples=n_resamples, seed=seed)
+    return bootstrap_ci(pooled, metric, n_resamples=n_resamples, seed=seed, alpha=ALPHA)
 
 
 def paired_tests(a: Sequence[Run], b: Sequence[Run], references: list[str], *, n_resamples: int,
@@ -285,12 +271,13 @@ def paired_tests(a: Sequence[Run], b: Sequence[Run], references: list[str], *, n
     for metric in QUALITY:
         if metric == "bleu":
             test = paired_test(a[0].predictions, b[0].predictions, "bleu", n_resamples=n_resamples, seed=seed,
-                               predictions_a=a[0].answers, predictions_b=b[0].answers, references=references)
+                               alpha=ALPHA, predictions_a=a[0].answers, predictions_b=b[0].answers,
+                               references=references)
         else:
             pa, pb = _pooled(a, metric), _pooled(b, metric)
             if pa is None or pb is None:
                 continue
-            test = paired_test(pa, pb, metric, n_resamples=n_resamples, seed=seed)
+            test = paired_test(pa, pb, metric, n_resamples=n_resamples, seed=seed, alpha=ALPHA)
         out[metric] = {k: test[k] for k in ("delta", "ci_low", "ci_high", "p_value", "significant")}
     return out
 
@@ -455,17 +442,19 @@ def delta_line(a: str, b: str, metric: str, test: dict) -> str:
     return f"{format_delta({**test, 'metric': metric})} — {verdict(a, b, metric, test)}"
 
 
-def delta_blocks(comparison: dict) -> list[tuple[str, list[str]]]:
-    """(heading, lines) per tuned method vs the baseline, then per pair of methods."""
+def delta_blocks(comparison: dict) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """(heading, [(line, significant)]) per tuned method vs the baseline, then per pair of methods."""
     blocks = []
     for row in rows_of(comparison):
         if "vs_baseline" in row:
             blocks.append((f"{row['model']}: {row['method']} vs baseline",
-                           [delta_line("baseline", row["method"], m, t) for m, t in row["vs_baseline"].items()]))
+                           [(delta_line("baseline", row["method"], m, t), t["significant"])
+                            for m, t in row["vs_baseline"].items()]))
     for model, pairs in comparison.get("pairwise", {}).items():
         for key, tests in pairs.items():
             b, _, a = key.partition("_vs_")
-            blocks.append((f"{model}: {b} vs {a}", [delta_line(a, b, m, t) for m, t in tests.items()]))
+            blocks.append((f"{model}: {b} vs {a}",
+                           [(delta_line(a, b, m, t), t["significant"]) for m, t in tests.items()]))
     return blocks
 
 
@@ -529,7 +518,7 @@ def render_markdown(comparison: dict, data: dict, *, n_resamples: int) -> str:
         "",
     ]
     for heading, lines in delta_blocks(comparison):
-        out += [f"### {heading}", "", *(f"- {line}" for line in lines), ""]
+        out += [f"### {heading}", "", *(f"- {line}" for line, _ in lines), ""]
     out += ["## Data", "", _md_table(DATA_HEADER, splits), ""]
     type_header, type_rows = event_type_table(data)
     if type_rows:
@@ -550,15 +539,14 @@ def _csv_text(columns: Sequence[str], rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def comparison_csv_columns(comparison: dict) -> list[str]:
-    cols = ["model", "method", "run", "seeds", "n", "device", "trainable_percent", "trainable_params"]
+def comparison_csv_columns() -> list[str]:
+    """Every field of a comparison row (as ``_row`` builds it), flattened as ``_flat`` does."""
+    cols = ["model", "method", "run", "seeds", "n", "device"]
     for m in QUALITY:
         cols += [m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_sd"]
-    cols += ["gpu_power_mean_w", "gpu_power_peak_w", "peak_memory_mb", "memory_kind", "train_seconds",
-             "train_seconds_sd", "tokens_per_s", "samples_per_s", "mfu", "energy_wh", "energy_source",
-             "artifact_size_mb", "final_loss", "val_loss", *INFERENCE_FIELDS, "inference_peak_memory_mb",
-             "inference_memory_kind", "inference_gpu_power_mean_w", "inference_gpu_power_peak_w",
-             "inference_energy_wh"]
+    cols += [*TRAIN_FIELDS, "train_seconds_sd", "peak_memory_mb", "memory_kind", "energy_source",
+             "peak_flops_source", *INFERENCE_FIELDS, "inference_peak_memory_mb", "inference_memory_kind",
+             "inference_gpu_power_mean_w", "inference_gpu_power_peak_w", "inference_energy_wh"]
     for m in QUALITY:
         cols += [f"{m}_delta_vs_baseline", f"{m}_p_vs_baseline"]
     return cols
@@ -574,7 +562,7 @@ def _flat(row: dict) -> dict:
 def write_tables(comparison: dict, data: dict, *, n_resamples: int) -> None:
     """metrics/comparison.{json,csv,md}, each written atomically."""
     write_json(COMPARISON_JSON, comparison)
-    write_text(COMPARISON_CSV, _csv_text(comparison_csv_columns(comparison), [_flat(r) for r in rows_of(comparison)]))
+    write_text(COMPARISON_CSV, _csv_text(comparison_csv_columns(), [_flat(r) for r in rows_of(comparison)]))
     write_text(COMPARISON_MD, render_markdown(comparison, data, n_resamples=n_resamples))
 
 
@@ -616,11 +604,8 @@ def _figure(ncols: int, nrows: int = 1, size: tuple[float, float] = (10.0, 4.5))
 
 def _png(fig) -> bytes:
     """PNG bytes without the Software text chunk, so the same figure gives the same bytes."""
-    import matplotlib
-
     buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "ftbench"}):
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -688,22 +673,22 @@ def cost_chart(model: str, rows: dict[str, dict]) -> bytes:
 
 def timeseries_chart(model: str, by_method: dict[str, list[Run]]) -> bytes:
     """Memory (and GPU memory and power when measured) over training time, every run overlaid."""
-    runs = [r for m, rs in by_method.items() if m != "baseline" for r in rs]
+    runs = [(i, r) for m, rs in by_method.items() if m != "baseline" for i, r in enumerate(rs)]
     series = [("rss_mb", "process RSS (MB)"), ("gpu_memory_used_mb", "GPU memory used (MB)"),
               ("gpu_power_w", "GPU power (W)")]
     present = [(k, t) for k, t in series
-               if k == "rss_mb" or any(s.get(k) is not None for r in runs for s in r.timeseries)]
+               if k == "rss_mb" or any(s.get(k) is not None for _, r in runs for s in r.timeseries)]
     fig, axes = _figure(len(present), size=(max(4.2 * len(present) + 1, 8.0), 4.0))
     methods = list(by_method)
     styles = ("-", "--", ":", "-.")
     for ax, (key, title) in zip(axes, present, strict=True):
         drawn = False
-        for run in runs:
+        for seed_i, run in runs:
             pts = [(s["t_s"], s[key]) for s in run.timeseries if s.get("t_s") is not None and s.get(key) is not None]
             if pts:
                 t, v = zip(*pts, strict=True)
-                seed_i = by_method[run.method].index(run) % len(styles)
-                ax.plot(t, v, styles[seed_i], color=_colour(run.method, methods), label=run.run_id, linewidth=1.2)
+                ax.plot(t, v, styles[seed_i % len(styles)], color=_colour(run.method, methods), label=run.run_id,
+                        linewidth=1.2)
                 drawn = True
         ax.set_title(title)
         ax.set_xlabel("training time (s)")
@@ -872,7 +857,7 @@ def render_html(comparison: dict, runs: Runs, data: dict, charts: dict[str, byte
     classes = ["baseline" if r["method"] == "baseline" else "" for r in rows]
     tests = []
     for heading, lines in delta_blocks(comparison):
-        items = "".join(f'<li{" class=sig" if "no significant" not in line else ""}>{_e(line)}</li>' for line in lines)
+        items = "".join(f'<li{" class=sig" if significant else ""}>{_e(line)}</li>' for line, significant in lines)
         tests.append(f"<h3>{_e(heading)}</h3><ul>{items}</ul>")
     splits, dropped = data_tables(data)
     chart_html = "".join(f"<h3>{_e(model)}</h3>" + "".join(_img(name, charts[name]) for name in (
@@ -922,3 +907,17 @@ p &lt; {ALPHA}; otherwise: no significant difference.</p>
 
 def write_html(comparison: dict, runs: Runs, data: dict, charts: dict[str, bytes], *, n_resamples: int) -> None:
     write_text(HTML_REPORT, render_html(comparison, runs, data, charts, n_resamples=n_resamples))
+
+
+def build(params: Params) -> dict[str, Any]:
+    """The whole resource_report stage, in the current directory: read every run that ``params.run``
+    lists, compare, and write metrics/comparison.*, plots/ and reports/index.html. Returns the comparison."""
+    runs = load_runs(params)
+    data = load_data_summary()
+    n_resamples = params.eval.bootstrap_resamples
+    comparison = compare(runs, n_resamples=n_resamples, seed=params.seed)
+    charts = build_charts(runs, comparison)
+    write_plots(comparison, charts)
+    write_tables(comparison, data, n_resamples=n_resamples)
+    write_html(comparison, runs, data, charts, n_resamples=n_resamples)
+    return comparison
