@@ -2,8 +2,9 @@
 
     python benchmarks/bench_methods.py [--steps 4] [--batch-size 4]
 
-Same examples, same sequence lengths, same number of optimizer steps for every method; prints
-tokens/s, seconds per step, peak memory and trainable parameters, and each method's ratio to LoRA.
+Same examples, same sequence lengths, same number of optimizer steps for every method, each after one
+untimed warm-up step (allocator, kernels); prints tokens/s, seconds per step, peak memory and trainable
+parameters, and each method's ratio to LoRA.
 Why: the pipeline's figures come from one full run each; this isolates the per-step cost.
 """
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 
 from ftbench.io import read_jsonl
-from ftbench.methods import prepare
+from ftbench.methods import count_trainable, prepare
 from ftbench.params import load_params
 from ftbench.registry import load_tokenizer, pick_device, pick_dtype
 from ftbench.resources import ResourceMonitor
@@ -29,19 +30,22 @@ def measure(method: str, model_name: str, steps: int, batch_size: int) -> dict:
     device = pick_device(params.run.device)
     dtype = pick_dtype(params.train.dtype, device)
     tok = load_tokenizer(model_name, spec)
-    rows = read_jsonl("data/processed/train.jsonl")[: steps * batch_size]
+    rows = read_jsonl("data/processed/train.jsonl")[: (steps + 1) * batch_size]
     data = encode_examples(tok, rows, max_seq_len=params.train.max_seq_len, style=params.eval.prompt,
-                           system_prompt=params.eval.system_prompt, completion_only=True, counts={})
+                           system_prompt=params.eval.system_prompt,
+                           completion_only=params.train.completion_only_loss, counts={})
+    warmup, data = data[:batch_size], data[batch_size:]
     cfg = dataclasses.replace(params.train, batch_size=batch_size, checkpoint_every=0, warmup_ratio=0.0)
     seed_everything(0)
     with ResourceMonitor(0.2) as mon:
         model = prepare(method, model_name, spec, params.method(method), dtype=dtype, device=device)
+        train(model, warmup, cfg, lr=1e-4, seed=0, pad_id=tok.pad_token_id, device=device)
         result = train(model, data, cfg, lr=1e-4, seed=0, pad_id=tok.pad_token_id, device=device)
     summary = mon.summary()
     return {"device": device, "tokens_per_s": result.train_tokens / result.train_seconds,
             "s_per_step": result.train_seconds / result.steps,
             "peak_mb": summary["gpu_peak_memory_allocated_mb"] or summary["peak_rss_mb"],
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "trainable": count_trainable(model)}
 
 
 def main() -> None:

@@ -48,8 +48,7 @@ def run() -> None:
             "by_event_type": dict(sorted(Counter(r["event_type"] for r in rows).items())),
             "by_role": dict(sorted(Counter(r["role"] for r in rows).items())),
         }
-    translate_stats = read_json(STATS) if STATS.exists() else {}
-    counts.update(translate_stats.get("dropped", {}))
+    counts.update(read_json(STATS)["dropped"])  # records the translate stage dropped, by reason
     report["dropped"] = dict(sorted(counts.items()))
     write_json(REPORT, report)
     print(" ".join(f"{k}={v['qa_pairs']}" for k, v in report["splits"].items()), f"(of {len(pairs)} pairs)")

@@ -10,7 +10,7 @@ metrics/runs/<model>/<method>-s<seed>/: train.json (cost figures), train_timeser
 import dataclasses
 
 from ftbench.io import atomic_dir, dir_size_bytes, read_jsonl, write_json
-from ftbench.methods import prepare, save_trained
+from ftbench.methods import count_trainable, prepare, save_trained
 from ftbench.registry import base_model_size_bytes, base_param_count, load_tokenizer
 from ftbench.resources import (
     ResourceMonitor,
@@ -29,7 +29,9 @@ def run() -> None:
     params, spec, cfg, device, dtype, run_id = r.params, r.spec, r.cfg, r.device, r.dtype, r.run_id
     peak, peak_source = params.monitor.peak_flops, "params"
     if peak is None:  # probed first, in a clean process, so every method is measured against the same peak
-        peak, peak_source = measure_peak_flops(device, dtype=dtype, repeats=10), "measured_matmul_probe"
+        # n=4096 fills a large GPU (a 1024 matmul under-reads its peak); on a CPU 1024 already saturates
+        n = 4096 if device.startswith("cuda") else 1024
+        peak, peak_source = measure_peak_flops(device, dtype=dtype, n=n), "measured_matmul_probe"
     metrics_dir = run_metrics_dir(r.model, run_id)
     tokenizer = load_tokenizer(r.model, spec)
     counts: dict = {}
@@ -60,7 +62,7 @@ def run() -> None:
                              device=device)
         live.log_metric("val/loss", val_loss if val_loss is not None else float("nan"), plot=False)
 
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = count_trainable(model)
     total = base_param_count(model.config)
     flops_per_token = training_flops_per_token(model)
     meta = {"model": r.model, "method": r.method, "seed": r.seed, "config": dataclasses.asdict(cfg)}

@@ -13,12 +13,12 @@ validates and groups it: there is nothing to translate.
 from collections import Counter
 from pathlib import Path
 
-from ftbench.alpaca import alpaca_documents, load_alpaca
 from ftbench.cmnee import load_corpus
 from ftbench.io import write_json, write_jsonl
 from ftbench.params import load_params
 from ftbench.stage import main, parser
 from ftbench.translate import CacheBackend, document_segments, make_backends, translate_document, translate_segments
+from ftbench.userdata import alpaca_documents, load_alpaca
 
 OUT = Path("data/interim/translated.jsonl")
 CACHE = Path("data/interim/translation_cache.json")
@@ -29,7 +29,7 @@ def run() -> None:
     args = parser(__doc__).parse_args()
     params = load_params(args.params)
     counts: Counter = Counter()
-    cache = CacheBackend(CACHE)  # a persist output: rewritten (possibly unchanged) by every run
+    cache = CacheBackend(CACHE, params.translate.marian_model)  # persist output, rewritten by every run
     table: dict = {}
     if params.data.format == "alpaca":
         rows = alpaca_documents(load_alpaca(params.data.raw, params.data.encoding))
@@ -37,10 +37,8 @@ def run() -> None:
     else:
         corpus = load_corpus(params.data.raw, params.data.encoding, counts)
         backends = make_backends(params.translate.backends, memory=params.translate.memory,
-                                 marian_model=params.translate.marian_model, batch_size=params.translate.batch_size)
-        marian = [i for i, b in enumerate(backends) if b.name == "marian"]
-        if marian:  # earlier machine translations stand in for MarianMT, in its place in the order
-            backends.insert(marian[0], cache)
+                                 marian_model=params.translate.marian_model, batch_size=params.translate.batch_size,
+                                 cache=cache)
         table = translate_segments([s for d, _ in corpus for s in document_segments(d)], backends)
         rows = []
         for doc, split in corpus:

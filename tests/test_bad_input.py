@@ -90,9 +90,8 @@ def _set(params: dict, dotted: str, value) -> None:
     params[last] = value
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_fails_cleanly_and_keeps_previous_outputs(case, tmp_path):
-    content, changes, expected = CASES[case]
+def _project(tmp_path: Path, content, changes: dict) -> None:
+    """The scratch project every case runs in: the raw file, the memory and params.yaml."""
     alpaca_jsonl = changes.get("data.format") == "alpaca" and isinstance(content, str)
     raw = tmp_path / "data/raw" / ("user.jsonl" if alpaca_jsonl else "cmnee.json")
     raw.parent.mkdir(parents=True)
@@ -110,14 +109,24 @@ def test_bad_input_fails_cleanly_and_keeps_previous_outputs(case, tmp_path):
     for key, value in changes.items():
         _set(params, key, value)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _translate(tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "stages/translate.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_cleanly_and_keeps_previous_outputs(case, tmp_path):
+    content, changes, expected = CASES[case]
+    _project(tmp_path, content, changes)
     previous = {}
     for out in OUTPUTS:  # what an earlier good run left: must survive the failed one untouched
         (tmp_path / out).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / out).write_text(f"previous {out}\n")
         previous[out] = (tmp_path / out).read_text()
 
-    proc = subprocess.run([sys.executable, str(REPO / "stages/translate.py")], cwd=tmp_path, capture_output=True,
-                          text=True)
+    proc = _translate(tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -131,15 +140,13 @@ def test_bad_input_fails_cleanly_and_keeps_previous_outputs(case, tmp_path):
 
 
 def test_good_input_passes_the_same_harness(tmp_path):
-    """The harness itself can pass: the unmodified record translates."""
-    raw = tmp_path / "data/raw/cmnee.json"
-    raw.parent.mkdir(parents=True)
-    raw.write_text(json.dumps([GOOD_DOC], ensure_ascii=False), encoding="utf-8")
-    (tmp_path / "data/raw/memory.json").write_text(json.dumps(MEMORY, ensure_ascii=False), encoding="utf-8")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["raw"], params["translate"]["memory"] = "data/raw/cmnee.json", "data/raw/memory.json"
-    params["translate"]["backends"] = ["memory"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, str(REPO / "stages/translate.py")], cwd=tmp_path, check=True)
+    """The harness itself can pass: the unmodified record translates, over the previous outputs."""
+    _project(tmp_path, [GOOD_DOC], {})
+    for out in OUTPUTS:
+        (tmp_path / out).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / out).write_text(f"previous {out}\n")
+    proc = _translate(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     row = json.loads((tmp_path / "data/interim/translated.jsonl").read_text())
     assert row["events"][0]["arguments"][2]["en"] == "a new missile"
+    assert json.loads((tmp_path / "data/interim/translate_stats.json").read_text())["documents"] == 1

@@ -7,9 +7,10 @@ from collections import Counter
 
 import pytest
 
-from ftbench.alpaca import TEMPLATES, alpaca_documents, build_question, load_alpaca, qa_pairs, split_documents
+from ftbench.alpaca import TEMPLATES, build_question, qa_pairs, split_documents
 from ftbench.cmnee import EVENT_ROLES, Document, Event, Span, check_offsets, load_corpus, parse_document
 from ftbench.io import DataError
+from ftbench.userdata import alpaca_documents, load_alpaca
 
 
 def test_every_event_role_has_a_template_naming_the_other_roles():
@@ -92,6 +93,10 @@ def test_no_document_in_two_splits_of_the_shipped_fixture(tmp_path):
                       for s in ("train", "validation", "test")}
     assert not docs_per_split["train"] & docs_per_split["test"]
     assert not docs_per_split["train"] & docs_per_split["validation"]
+    # what a leak would really look like: the same context (document text) asked about in two splits
+    contexts = {s: {p["input"] for p in pairs if split[p["doc_id"]] == s} for s in ("train", "validation", "test")}
+    assert not contexts["train"] & contexts["test"] and not contexts["train"] & contexts["validation"]
+    assert not contexts["validation"] & contexts["test"]
     assert len(pairs) >= 600 and all(p["answer_in_context"] for p in pairs)
     assert len({p["event_type"] for p in pairs}) == 8
 

@@ -4,6 +4,7 @@ the fixture, driven through the translate stage, with the segment cache across r
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_marian_translates_every_segment_and_caches(tmp_path, tiny_marian):
     assert all(r["text_en"].strip() for r in rows)
     assert all(a["en"].strip() for r in rows for ev in r["events"] for a in ev["arguments"])
     cache = json.loads((root / "data/interim/translation_cache.json").read_text())
-    assert len(cache) == first["segments"]
+    assert cache["model"] == str(tiny_marian) and len(cache["table"]) == first["segments"]
 
     _project(tmp_path, tiny_marian, N_DOCS)  # two documents more: only their new segments are translated
     second = _translate(root)
@@ -86,6 +87,13 @@ def test_marian_translates_every_segment_and_caches(tmp_path, tiny_marian):
     assert 0 < second["by_backend"]["marian"] == second["segments"] - first["segments"]
     again = [json.loads(line) for line in (root / "data/interim/translated.jsonl").read_text().splitlines()]
     assert again[:len(rows)] == rows  # cached segments give the same text
+
+    other = tmp_path / "other-marian"  # another model (here: the same weights under another name)
+    shutil.copytree(tiny_marian, other)
+    _project(tmp_path, other, N_DOCS)
+    third = _translate(root)
+    assert third["by_backend"] == {"marian": second["segments"]}  # nothing served from the first model's cache
+    assert json.loads((root / "data/interim/translation_cache.json").read_text())["model"] == str(other)
 
 
 def test_unreachable_marian_model_is_one_clear_line(tmp_path):

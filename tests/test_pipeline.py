@@ -27,9 +27,13 @@ def test_repro_runs_every_stage(repro_project):
 
 def test_every_stage_output_exists_and_is_sane(repro_project):
     root, _ = repro_project
+    docs_of = {}
     for split in ("train", "validation", "test"):
         rows = [json.loads(line) for line in (root / f"data/processed/{split}.jsonl").read_text().splitlines()]
         assert rows and all({"instruction", "input", "output"} <= set(r) for r in rows)
+        docs_of[split] = {r["doc_id"] for r in rows}
+    assert not docs_of["train"] & docs_of["test"] and not docs_of["train"] & docs_of["validation"]
+    assert not docs_of["validation"] & docs_of["test"]
     data = json.loads((root / "metrics/data.json").read_text())
     assert data["splits"]["train"]["qa_pairs"] == 16 and data["splits"]["test"]["qa_pairs"] == 8
     base = json.loads((root / "metrics/runs/tiny/baseline/eval.json").read_text())
@@ -87,7 +91,6 @@ def test_metrics_and_plots_diff_between_two_commits(repro_project):
     run(["dvc", "exp", "run", "-S", "methods.top_layer.lr=2e-3"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "after"], root)
-    head = run(["git", "rev-parse", "--short", "HEAD"], root).stdout.strip()
 
     metrics = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
     moved = metrics["metrics/runs/tiny/top_layer-s42/train.json"]
@@ -99,7 +102,8 @@ def test_metrics_and_plots_diff_between_two_commits(repro_project):
     flat = json.dumps(plots)
     for title in ("Quality by run (test F1)", "train/loss.tsv", "quality_tiny.png"):
         assert title in flat, title
-    assert "HEAD~1" in flat and ("HEAD" in flat or head in flat)
+    revisions = {rev for entries in plots["data"].values() for e in entries for rev in e.get("revisions", [])}
+    assert revisions == {"HEAD~1", "HEAD"}, revisions  # both commits drawn, nothing else
 
 
 def test_rerun_with_same_seed_is_identical(repro_project):

@@ -83,8 +83,9 @@ def parse_document(raw: object, where: str) -> Document:
     """Check one raw record against the schema and return it typed.
 
     Raises :class:`DataError` naming ``where`` (file and record) and the fix.
-    Offset *consistency* (``text[start:end] == span``) is checked by :func:`check_offsets`,
-    which may repair spans instead of failing.
+    An offset outside the text, or reversed, means a corrupt or cut record and is an error here. An offset
+    inside the text that does not hold the span's string (``text[start:end] != span``: a stray space, a
+    shift) is CMNEE's known defect and is left to :func:`check_offsets`, which repairs or drops and counts it.
     """
     if not isinstance(raw, dict):
         raise DataError(f"{where}: expected a document object, got {type(raw).__name__}",
@@ -140,7 +141,7 @@ def check_offsets(doc: Document, counts: Counter) -> Document:
 
     def fix(span: Span) -> Span | None:
         start, end = span.offset
-        if doc.text[start:end] == span.text and 0 <= start < end <= len(doc.text):
+        if doc.text[start:end] == span.text:  # parse_document has checked 0 <= start < end <= len(text)
             return span
         text = span.text.strip()
         if text and doc.text.count(text) == 1:

@@ -124,6 +124,11 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def count_trainable(model: Any) -> int:
+    """Parameters the optimizer updates (``requires_grad``), the numerator of "trainable %"."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def save_trained(model: Any, method: str, out: Path, meta: dict) -> None:
     """Write only what the method must ship: the adapter, or the tuned blocks' weights."""
     from safetensors.torch import save_file

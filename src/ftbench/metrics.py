@@ -314,7 +314,7 @@ def _bootstrap_counts(rng: np.random.Generator, size: int, n: int) -> np.ndarray
     return np.bincount(flat, minlength=size * n).reshape(size, n).astype(np.float64)
 
 
-def _bleu_inputs(predictions: Sequence[str] | None, references: Sequence[str] | None, n: int) -> np.ndarray:
+def _check_bleu_texts(predictions: Sequence[str] | None, references: Sequence[str] | None, n: int) -> None:
     if predictions is None or references is None:
         raise ValueError("BLEU resampling needs the predictions and references (corpus BLEU is recomputed)")
     if len(predictions) != n or len(references) != n:
@@ -322,6 +322,10 @@ def _bleu_inputs(predictions: Sequence[str] | None, references: Sequence[str] | 
             f"predictions/references ({len(predictions)}/{len(references)}) do not match "
             f"the {n} per-example rows"
         )
+
+
+def _bleu_inputs(predictions: Sequence[str] | None, references: Sequence[str] | None, n: int) -> np.ndarray:
+    _check_bleu_texts(predictions, references, n)
     return bleu_sentence_stats(predictions, references)
 
 
@@ -351,15 +355,13 @@ def bootstrap_ci(
     n = len(per_example)
     if n == 0:
         raise ValueError("no examples to bootstrap")
-    rng = np.random.default_rng(seed)
     if metric == "bleu":
-        stats = _bleu_inputs(predictions, references, n)
-        samples = [
-            bleu_from_stats(_bootstrap_counts(rng, size, n) @ stats) for size in _chunks(n_resamples, n)
-        ]
-    else:
-        vals = _values(per_example, metric)
-        samples = [(_bootstrap_counts(rng, size, n) @ vals) / n for size in _chunks(n_resamples, n)]
+        _check_bleu_texts(predictions, references, n)
+        return bootstrap_ci_seed_mean_bleu([predictions], references, n_resamples=n_resamples, seed=seed,
+                                           alpha=alpha)
+    rng = np.random.default_rng(seed)
+    vals = _values(per_example, metric)
+    samples = [(_bootstrap_counts(rng, size, n) @ vals) / n for size in _chunks(n_resamples, n)]
     return _percentile_ci(np.concatenate(samples), alpha)
 
 
@@ -374,7 +376,8 @@ def bootstrap_ci_seed_mean_bleu(
     """Percentile bootstrap CI of the mean over seeds of corpus BLEU.
 
     Each resample draws the examples once and recomputes every seed's corpus BLEU on that draw, so the
-    interval reflects example sampling, as the per-example metrics' pooled CIs do.
+    interval reflects example sampling, as the per-example metrics' pooled CIs do. With one seed it is
+    the plain corpus-BLEU bootstrap that :func:`bootstrap_ci` uses.
     """
     if not predictions_per_seed:
         raise ValueError("no seeds to bootstrap")

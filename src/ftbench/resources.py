@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
+
+from ftbench.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -429,21 +431,15 @@ class ResourceMonitor:
         }
 
     def write_csv(self, path: str | Path) -> None:
-        """Write the time series atomically: a temp file in the same directory, then ``os.replace``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the time series atomically (``io.write_text``: temp file, then rename)."""
         with self._lock:
             samples = list(self.samples)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
-                w.writerow(CSV_COLUMNS)
-                for s in samples:
-                    w.writerow(["" if s.get(c) is None else s[c] for c in CSV_COLUMNS])
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(CSV_COLUMNS)
+        for s in samples:
+            w.writerow(["" if s.get(c) is None else s[c] for c in CSV_COLUMNS])
+        write_text(path, buf.getvalue())
 
 
 def _safe_call(fn: Any) -> None:

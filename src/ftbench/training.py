@@ -116,6 +116,10 @@ class Checkpointer:
         tmp = self.dir / "state.pt.tmp"
         torch.save({**state, "config_hash": self.hash}, tmp)
         tmp.replace(self.dir / "state.pt")
+        if os.environ.get("FTBENCH_KILL_AT_STEP") == str(state.get("step")):
+            # Crash drill for the resume test and for users checking their setup: a real SIGKILL
+            # (what an OOM-killer or a pre-empted node does), right after this checkpoint is on disk.
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def finish(self) -> None:
         """Drop the resumable state; keep a marker so the (persisted) directory still exists."""
@@ -198,10 +202,6 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
                     "step": step, "micro": micro, "tokens": tokens, "answer_tokens": answer_tokens,
                     "samples": samples,
                 })
-                if os.environ.get("FTBENCH_KILL_AT_STEP") == str(step):
-                    # Crash drill for the resume test and for users checking their setup: a real
-                    # SIGKILL (what an OOM-killer or a pre-empted node does), right after a checkpoint.
-                    os.kill(os.getpid(), signal.SIGKILL)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ftbench.cmnee import Document
-from ftbench.io import ConfigError, DataError, write_json
+from ftbench.io import ConfigError, DataError, read_json_file, write_json
 
 _SENTENCE = re.compile(r"[^。！？；\n]+[。！？；]?")
 
@@ -42,11 +42,7 @@ class MemoryBackend(Backend):
         if not self.path.exists():
             raise ConfigError(f"translation memory {self.path} not found",
                               fix="set translate.memory in params.yaml, or drop 'memory' from translate.backends")
-        try:
-            table = json.loads(self.path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{self.path}: not valid JSON ({e})",
-                            fix="the memory must be a JSON object {zh: en}") from None
+        table = read_json_file(self.path, fix="the memory must be a UTF-8 JSON object {zh: en}")
         if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
             raise DataError(f"{self.path}: expected a JSON object mapping Chinese strings to English strings",
                             fix="write the memory as {\"中文\": \"English\", ...}")
@@ -110,34 +106,41 @@ class MarianBackend(Backend):
 
 class CacheBackend(Backend):
     """Segments machine-translated by earlier runs (a DVC ``persist`` output), so that adding documents
-    translates only the new segments. Only backends that cost compute are cached; the memory is not."""
+    translates only the new segments. Only MarianMT output is cached (the memory costs nothing), and only
+    for the model that produced it: changing ``translate.marian_model`` starts the cache over."""
 
     name = "cache"
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, model_id: str):
+        self.path, self.model_id = Path(path), model_id
         self.table: dict[str, str] = {}
-        if self.path.exists() and self.path.stat().st_size:
-            try:
-                self.table = json.loads(self.path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:  # a cache is disposable: start over rather than fail
-                self.table = {}
+        try:
+            stored = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):  # absent or damaged: a cache is disposable, start over
+            stored = None
+        if isinstance(stored, dict) and stored.get("model") == model_id and isinstance(stored.get("table"), dict):
+            self.table = stored["table"]
 
     def translate(self, segments: list[str]) -> list[str | None]:
         return [self.table.get(s) for s in segments]
 
-    def update(self, table: dict[str, tuple[str, str]], cached_backends: tuple[str, ...] = ("marian",)) -> None:
-        self.table.update({zh: en for zh, (en, backend) in table.items() if backend in cached_backends})
-        write_json(self.path, dict(sorted(self.table.items())))
+    def update(self, table: dict[str, tuple[str, str]]) -> None:
+        """Add what MarianMT translated this run and write the cache (also when nothing changed)."""
+        self.table.update({zh: en for zh, (en, backend) in table.items() if backend == MarianBackend.name})
+        write_json(self.path, {"model": self.model_id, "table": dict(sorted(self.table.items()))})
 
 
-def make_backends(names: list[str], *, memory: str | None, marian_model: str, batch_size: int) -> list[Backend]:
+def make_backends(names: list[str], *, memory: str | None, marian_model: str, batch_size: int,
+                  cache: CacheBackend | None = None) -> list[Backend]:
+    """Backends in the order of ``translate.backends``; ``cache`` is consulted just before MarianMT."""
     backends: list[Backend] = []
     for name in names:
         if name == "memory":
             if memory:
                 backends.append(MemoryBackend(memory))
         elif name == "marian":
+            if cache is not None:
+                backends.append(cache)
             backends.append(MarianBackend(marian_model, batch_size))
         else:
             raise ConfigError(f"params.yaml: unknown translation backend '{name}' in translate.backends",
