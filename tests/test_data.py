@@ -159,7 +159,7 @@ def test_parse_document_accepts_the_fixture_schema():
 
 
 def test_long_document_truncated_around_the_answer_or_dropped_and_counted(smollm_tokenizer):
-    from ftbench.alpaca import fit_context, render_prompt
+    from ftbench.prompts import fit_context, render_prompt
     from ftbench.training import encode_examples
 
     filler = " ".join(f"Sentence {i} says nothing of note." for i in range(120))

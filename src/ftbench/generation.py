@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ftbench.alpaca import fit_context, render_prompt
+from ftbench.prompts import fit_context, render_prompt
 
 
 def _sync(device: str) -> None:

@@ -83,6 +83,10 @@ class TrainParams:
     log_every: int = 5
     checkpoint_every: int = 10
     dtype: str = "auto"
+    max_grad_norm: float | None = 1.0
+    gradient_checkpointing: bool = False
+    trainable_dtype: str = "float32"
+    group_by_length: bool = True
 
 
 @dataclass
@@ -94,7 +98,8 @@ class EvalParams:
     bertscore_model: str | None = "default"
     bertscore_layers: int = 6
     bootstrap_resamples: int = 1000
-    latency_examples: int = 8
+    latency_examples: int = 32
+    context_truncation: str = "start"
 
 
 @dataclass

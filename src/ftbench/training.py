@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from ftbench.alpaca import fit_context, render_prompt
 from ftbench.io import write_json
 from ftbench.params import TrainParams
+from ftbench.prompts import fit_context, render_prompt
 
 IGNORE = -100
 
