@@ -2,8 +2,11 @@
 
     python stages/format.py
 
-Splits are made by document (no document in two splits), seeded by ``seed``; the counts go to
-metrics/data.json so that ``dvc metrics diff`` shows data changes beside model changes.
+Splits are made by document (no document in two splits), seeded by ``seed``, unless the source
+brought its own (CMNEE's release folder, a user's train/validation/test files or ``split`` fields).
+Translated answers are first projected onto their sentence (``data.answer_projection``, see
+``ftbench.projection``). The counts go to metrics/data.json so that ``dvc metrics diff`` shows data
+changes beside model changes; a sample of projections goes to data/interim/projection_sample.json.
 """
 
 from collections import Counter
@@ -12,12 +15,15 @@ from pathlib import Path
 from ftbench.alpaca import cap, qa_pairs, split_documents
 from ftbench.io import read_json, read_jsonl, write_json, write_jsonl
 from ftbench.params import load_params
+from ftbench.projection import answer_report, project_document, sample
 from ftbench.stage import main, parser
 
 SRC = Path("data/interim/translated.jsonl")
 STATS = Path("data/interim/translate_stats.json")
 OUT = Path("data/processed")
 REPORT = Path("metrics/data.json")
+SAMPLE = Path("data/interim/projection_sample.json")
+SAMPLE_SIZE = 20  # per status: enough to judge the threshold by eye, small enough to read
 
 
 def run() -> None:
@@ -25,8 +31,11 @@ def run() -> None:
     params = load_params(args.params)
     counts: Counter = Counter()
     docs = read_jsonl(SRC)
-    pairs = [p for d in docs for p in (d["pairs"] if "pairs" in d else qa_pairs(d, counts))]
-    if all("split" in d for d in docs):  # CMNEE's own release splits
+    audit: list[dict] = []  # how each answer was found (CMNEE only: a user's pairs are taken as given)
+    mode, threshold = params.data.answer_projection, params.data.projection_threshold
+    pairs = [p for d in docs for p in (d["pairs"] if "pairs" in d
+                                       else qa_pairs(project_document(d, mode, threshold), counts, audit))]
+    if all("split" in d for d in docs):  # CMNEE's release splits, or the user's own
         split_of = {d["id"]: d["split"] for d in docs}
     else:
         split_of = split_documents([d["id"] for d in docs], params.data.split, params.seed)
@@ -48,8 +57,15 @@ def run() -> None:
             "by_event_type": dict(sorted(Counter(r["event_type"] for r in rows).items())),
             "by_role": dict(sorted(Counter(r["role"] for r in rows).items())),
         }
-    counts.update(read_json(STATS)["dropped"])  # records the translate stage dropped, by reason
+        if audit:  # of the pairs available, before max_train / max_eval
+            report["splits"][name]["answers"] = answer_report([e for e in audit if split_of[e["doc_id"]] == name])
+    stats = read_json(STATS)
+    counts.update(stats["dropped"])  # records the translate stage dropped, by reason
     report["dropped"] = dict(sorted(counts.items()))
+    if "split_overlap" in stats:  # a user's own splits: contexts allowed in two splits (data.allow_split_overlap)
+        report["split_overlap"] = stats["split_overlap"]
+    write_json(SAMPLE, {"answer_projection": mode, "projection_threshold": threshold,
+                        **sample(audit, SAMPLE_SIZE, params.seed)})
     write_json(REPORT, report)
     print(" ".join(f"{k}={v['qa_pairs']}" for k, v in report["splits"].items()), f"(of {len(pairs)} pairs)")
 

@@ -1,19 +1,18 @@
-"""Stage resource_report: every run's quality and cost side by side, with paired tests, charts and HTML.
+"""Stage resource_report: the quality-vs-cost verdict, every run side by side, paired tests, charts and HTML.
 
     python stages/resource_report.py
 
 Writes metrics/comparison.{json,csv,md}, plots/ (quality.csv, cost.csv, PNGs) and reports/index.html.
 """
 
-from ftbench import report
 from ftbench.params import load_params
+from ftbench.report.build import build, summary_line
 from ftbench.stage import main, parser
 
 
 def run() -> None:
     args = parser(__doc__).parse_args()
-    comparison = report.build(load_params(args.params))
-    print(report.summary_line(comparison))
+    print(summary_line(build(load_params(args.params))))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ train/valid/test splits) and translates zh→en with the backends of ``translate
 Machine translations are kept in data/interim/translation_cache.json across runs (a DVC
 ``persist`` output), so adding documents translates only the new segments.
 ``data.format: alpaca`` reads the user's own {instruction, input, output} JSON/JSONL and only
-validates and groups it: there is nothing to translate.
+validates and groups it: there is nothing to translate. Its own splits (a folder of train/validation/test
+files, or a ``split`` field per record) are kept, after checking that no context is in two of them.
 """
 
 from collections import Counter
@@ -18,7 +19,7 @@ from ftbench.io import write_json, write_jsonl
 from ftbench.params import load_params
 from ftbench.stage import main, parser
 from ftbench.translate import CacheBackend, document_segments, make_backends, translate_document, translate_segments
-from ftbench.userdata import alpaca_documents, load_alpaca
+from ftbench.userdata import alpaca_documents, check_split_overlap, load_user_data
 
 OUT = Path("data/interim/translated.jsonl")
 CACHE = Path("data/interim/translation_cache.json")
@@ -32,8 +33,12 @@ def run() -> None:
     cache = CacheBackend(CACHE, params.translate.marian_model)  # persist output, rewritten by every run
     table: dict = {}
     if params.data.format == "alpaca":
-        rows = alpaca_documents(load_alpaca(params.data.raw, params.data.encoding))
-        stats = {"documents": len(rows), "records": sum(len(r["pairs"]) for r in rows), "translated": False}
+        records = load_user_data(params.data.raw, params.data.encoding)
+        splits = [split for _, _, split in records]
+        rows = alpaca_documents([rec for rec, _, _ in records], splits if splits[0] else None)
+        stats = {"documents": len(rows), "records": len(records), "translated": False}
+        if splits[0]:  # the user's own splits, used as given
+            stats["split_overlap"] = check_split_overlap(records, params.data.allow_split_overlap)
     else:
         corpus = load_corpus(params.data.raw, params.data.encoding, counts)
         backends = make_backends(params.translate.backends, memory=params.translate.memory,

@@ -60,7 +60,7 @@ def tiny_mistral(tmp_path_factory, smollm_tokenizer) -> Path:
                  tie_word_embeddings=False, sliding_window=None)
 
 
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw"]
+PIPELINE_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw", "data/human"]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -78,7 +78,7 @@ def tiny_params(model_dir: Path, **overrides) -> dict:
     params["run"].update({"models": ["tiny"], "methods": ["lora", "top_layer"]})
     params["data"].update({"max_train": 16, "max_eval": 8})
     params["train"].update({"batch_size": 4, "max_seq_len": 192, "checkpoint_every": 2, "log_every": 1})
-    params["eval"].update({"max_new_tokens": 4, "batch_size": 8, "bootstrap_resamples": 50,
+    params["eval"].update({"max_new_tokens": 4, "batch_size": 8, "bootstrap_resamples": 100,
                            "latency_examples": 1})
     params["monitor"].update({"peak_flops": 1.0e10})
     for key, value in overrides.items():

@@ -70,7 +70,7 @@ CASES = {
     "unknown_backend": ([GOOD_DOC], {"translate.backends": ["memory", "google"]},
                         ["params.yaml", "unknown translation backend 'google'"]),
     "unknown_model": ([GOOD_DOC], {"run.models": ["llama-9b"]}, ["params.yaml", "unknown model 'llama-9b'"]),
-    "unknown_method": ([GOOD_DOC], {"run.methods": ["lora", "dora"]}, ["params.yaml", "unknown method 'dora'"]),
+    "unknown_method": ([GOOD_DOC], {"run.methods": ["lora", "prefix"]}, ["params.yaml", "unknown method 'prefix'"]),
     "method_key_typo": ([GOOD_DOC], {"methods.lora.rank": 8}, ["params.yaml", "methods.lora has unknown key 'rank'",
                                                              "did you mean 'r'"]),
     "missing_raw_file": (None, {}, ["cmnee.json: file not found", "data.raw"]),
@@ -150,3 +150,21 @@ def test_good_input_passes_the_same_harness(tmp_path):
     row = json.loads((tmp_path / "data/interim/translated.jsonl").read_text())
     assert row["events"][0]["arguments"][2]["en"] == "a new missile"
     assert json.loads((tmp_path / "data/interim/translate_stats.json").read_text())["documents"] == 1
+
+
+# A bad numeric knob stops the stage when params.yaml is read, before any input is touched.
+PARAM_CASES = {
+    "param_batch_size_word": ([GOOD_DOC], {"train.batch_size": "eight"},
+                              ["params.yaml: train.batch_size is 'eight' (a string)", "use a positive integer"]),
+    "param_epochs_negative": ([GOOD_DOC], {"train.epochs": -1}, ["params.yaml: train.epochs is -1", "> 0"]),
+    "param_translate_batch_size_zero": ([GOOD_DOC], {"translate.batch_size": 0},
+                                        ["params.yaml: translate.batch_size is 0", "e.g. 16"]),
+    "param_bool_as_int": ([GOOD_DOC], {"train.completion_only_loss": 1},
+                          ["train.completion_only_loss is 1 (an integer)", "true or false"]),
+}
+CASES.update(PARAM_CASES)
+
+
+@pytest.mark.parametrize("case", sorted(PARAM_CASES))
+def test_bad_param_fails_cleanly_and_keeps_previous_outputs(case, tmp_path):
+    test_bad_input_fails_cleanly_and_keeps_previous_outputs(case, tmp_path)

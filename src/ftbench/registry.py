@@ -100,7 +100,27 @@ def load_model(name: str, spec: ModelSpec, *, dtype: torch.dtype, device: str,
         raise _unreachable(name, source, e) from None
     if quantization_config is None:
         model.to(device)
+    else:
+        one_cpu_kernel_path(model)
     return model
+
+
+def one_cpu_kernel_path(model: Any) -> int:
+    """Keep every bitsandbytes 4-bit layer on the dequantise-then-matmul path, on every CPU.
+
+    bitsandbytes (0.50) gives ``Linear4bit`` a fused bf16 kernel on CPUs with AVX512-BF16: in eval mode
+    it repacks the weights and computes in bf16, while training and CPUs without that extension
+    (AVX2) dequantise to the compute dtype. The same QLoRA run then scored differently from one machine
+    of a kind to the next (and evaluated in bf16 although ``compute_dtype`` said fp32). Switching the
+    flag off gives one numeric path everywhere; it costs that kernel's decoding speed on AVX512-BF16
+    hosts only. Returns the number of layers set (for tests).
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
 
 
 def base_model_size_bytes(name: str, spec: ModelSpec) -> int | None:

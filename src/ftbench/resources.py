@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
+import json
 import logging
 import math
 import os
+import platform
 import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -30,7 +34,8 @@ import numpy as np
 import psutil
 import torch
 
-from ftbench.io import write_text
+from ftbench.io import write_json, write_text
+from ftbench.registry import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +398,24 @@ class ResourceMonitor:
 
     # -- results ------------------------------------------------------------------------------
 
+    def energy_so_far_j(self) -> float | None:
+        """Energy used since :meth:`start`, read while the monitor runs (None when not measurable).
+
+        The training loop stores it in each checkpoint so that a resumed run can report the energy of
+        every attempt, not only of the last one.
+        """
+        if self._cuda and self._nvml is not None and self._nvml_energy_start_mj is not None:
+            try:
+                now = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._nvml_handle))
+                return (now - self._nvml_energy_start_mj) / 1000.0
+            except Exception:
+                return None
+        if self._cuda:
+            with self._lock:
+                samples = list(self.samples)
+            return integrate_energy_j([s["t_s"] for s in samples], [s["gpu_power_w"] for s in samples])
+        return self._rapl_total_uj / 1e6 if self._rapl_total_uj is not None else None
+
     def _energy(self) -> tuple[float | None, str | None]:
         if self._cuda:
             if self._nvml_energy_start_mj is not None and self._nvml_energy_end_mj is not None:
@@ -499,21 +522,99 @@ def measure_peak_flops(
     return 2.0 * n**3 * inner / best
 
 
-def training_flops_per_token(model: torch.nn.Module) -> float:
-    """Matmul FLOPs per token of one training step, counting only the work the method really does.
+@dataclass(frozen=True)
+class PeakFlops:
+    """The MFU denominator and where it came from: ``params`` (``monitor.peak_flops``),
+    ``measured_matmul_probe`` (probed now, then cached) or ``cached_probe`` (an earlier probe on
+    this machine, device, thread count and dtype)."""
 
-    Forward: 2 FLOPs per weight of every linear layer (lm_head included; sizes from in/out features,
-    so 4-bit packed weights count in full). Backward: input gradients flow from the top down to the
-    first linear layer that trains (2 per weight of it and all above), and weight gradients exist only
-    for trainable weights (2 per weight). Full fine-tuning gives the familiar 6·N; LoRA on every
-    block ≈ 4·N; top-layer tuning ≈ 2·N plus the top block and the head. Attention-score FLOPs
-    (quadratic in length) are left out: small for the short QA prompts here.
+    flops: float
+    source: str
+    key: str | None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def peak_flops_key(device: str, dtype: torch.dtype) -> str:
+    """What a measured peak depends on: the accelerator, the CPU, torch's thread count and the dtype
+    (and TF32 for float32 on CUDA). Two runs with the same key share one probe result."""
+    parts = [f"cpu={_cpu_model()}", f"threads={torch.get_num_threads()}", f"dtype={str(dtype).removeprefix('torch.')}"]
+    if torch.device(device).type == "cuda":
+        parts.insert(0, f"cuda={torch.cuda.get_device_name(torch.device(device))}")
+        if dtype == torch.float32:
+            parts.append(f"tf32={torch.backends.cuda.matmul.allow_tf32}")
+    else:
+        parts.insert(0, f"device={torch.device(device).type}")
+    return "|".join(parts)
+
+
+def peak_flops(device: str, dtype: torch.dtype, configured: float | None = None) -> PeakFlops:
+    """The peak FLOP/s every MFU of this machine is divided by.
+
+    ``monitor.peak_flops`` wins when set. Otherwise the matmul probe runs once per
+    :func:`peak_flops_key` and its result is kept in ``<ftbench cache>/peak_flops.json``, so every
+    method, seed and stage divides by the same figure (each stage probing its own peak gave methods
+    different denominators). A lock file keeps two stages started together from probing at once
+    (each would slow the other's probe down). Delete the file to measure again.
     """
+    if configured is not None:
+        return PeakFlops(float(configured), "params", None)
+    key = peak_flops_key(device, dtype)
+    path = cache_dir() / "peak_flops.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if key in table:
+            return PeakFlops(float(table[key]["flops"]), "cached_probe", key)
+        # n=4096 fills a large GPU (a 1024 matmul under-reads its peak); on a CPU 1024 already saturates
+        n = 4096 if torch.device(device).type == "cuda" else 1024
+        flops = measure_peak_flops(device, dtype=dtype, n=n)
+        table[key] = {"flops": flops, "n": n, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json(path, table)
+    return PeakFlops(flops, "measured_matmul_probe", key)
+
+
+def _linear_flops(model: torch.nn.Module) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+    """Per-token matmul FLOPs of each linear layer, split into (body, output head), each as
+    ``(flops, is_the_head)`` in module order.
+
+    Forward: 2 FLOPs per weight of every linear layer (sizes from in/out features, so 4-bit packed
+    weights count in full). Backward: input gradients flow from the top down to the first linear layer
+    that trains (2 per weight of it and all above), and weight gradients exist only for trainable
+    weights (2 per weight). Attention-score FLOPs (quadratic in length) are left out: small for the
+    short QA prompts here.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    sizes = [m.in_features * m.out_features for m in linears]
     trains = [m.weight.requires_grad for m in linears]
     first = trains.index(True) if True in trains else len(linears)
-    return 2.0 * sum(sizes) + 2.0 * sum(sizes[first:]) + 2.0 * sum(s for s, t in zip(sizes, trains, strict=True) if t)
+    flops = [(2.0 * m.in_features * m.out_features * (1 + (i >= first) + t), m is head)
+             for i, (m, t) in enumerate(zip(linears, trains, strict=True))]
+    return [f for f in flops if not f[1]], [f for f in flops if f[1]]
+
+
+def training_flops(model: torch.nn.Module, tokens: int, head_tokens: int) -> float:
+    """Matmul FLOPs of a training run that ran ``tokens`` tokens through the body of the model and the
+    output head on ``head_tokens`` positions only (the labelled ones: see ``training.answer_loss``).
+
+    Counts only the work the method really does (:func:`_linear_flops`): full fine-tuning gives the
+    familiar 6·N per token; LoRA on every block ≈ 4·N; top-layer tuning ≈ 2·N plus the top block.
+    """
+    body, head = _linear_flops(model)
+    return tokens * sum(f for f, _ in body) + head_tokens * sum(f for f, _ in head)
+
+
+def training_flops_per_token(model: torch.nn.Module) -> float:
+    """Matmul FLOPs per token of one training step with the output head at every position (what a
+    plain ``model(**batch).loss`` costs); see :func:`training_flops` for the rules."""
+    return training_flops(model, 1, 1)
 
 
 def model_flops_utilization(flops_per_token: float, tokens: int, seconds: float, peak_flops: float) -> float:
@@ -523,6 +624,33 @@ def model_flops_utilization(flops_per_token: float, tokens: int, seconds: float,
     if seconds <= 0 or peak_flops <= 0:
         raise ValueError(f"seconds and peak_flops must be positive, got {seconds}, {peak_flops}")
     return flops_per_token * tokens / (seconds * peak_flops)
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and the CPU kernel path, so that a difference between two runs of the same
+    commit can be traced to a different machine or package (QLoRA's CPU kernels differ by both)."""
+    import platform
+    from importlib import metadata
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    try:
+        from bitsandbytes.nn.modules import has_avx512bf16
+
+        avx512bf16 = bool(has_avx512bf16())
+    except Exception:  # bitsandbytes absent or without its CPU library: the flag is unknown
+        avx512bf16 = None
+    return {
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("torch", "transformers", "peft", "bitsandbytes")},
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_avx512bf16": avx512bf16,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def latency_stats(per_example_seconds: Sequence[float]) -> dict[str, float | None]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ftbench.io import FtbenchError
-from ftbench.params import ModelSpec, Params, load_params
+from ftbench.params import METHOD_PARAMS, ModelSpec, Params, load_params
 
 
 def run_name(method: str, seed: int) -> str:
@@ -67,7 +67,7 @@ def model_run(description: str, *, tuned: bool) -> ModelRun:
     p = parser(description)
     p.add_argument("--model", required=True, help="a name from the models registry in params.yaml")
     if tuned:
-        p.add_argument("--method", required=True, help="lora, qlora or top_layer")
+        p.add_argument("--method", required=True, help=f"one of {', '.join(METHOD_PARAMS)} (methods in params.yaml)")
         p.add_argument("--seed", type=int, required=True, help="training seed (an entry of run.seeds)")
     args = p.parse_args()
     params = load_params(args.params)

@@ -1,37 +1,63 @@
 """The training loop: setup, train, save (torchtune-recipe style, explicit rather than a Trainer).
 
-An explicit loop keeps three things visible that the comparison depends on: the loss covers the
-answer tokens only, tokens/s counts non-padding tokens, and checkpoints hold everything needed to
-resume bit-for-bit on the CPU (trainable weights, optimiser, scheduler, RNG state, step).
+An explicit loop keeps visible what the comparison depends on:
+
+- the loss covers the answer tokens only, and the output head runs only where a label is
+  (:func:`answer_loss`), so the (batch, seq, vocab) logits tensor is never built;
+- an optimizer step's loss is the sum of its answer-token losses over all its micro-batches divided
+  by their answer tokens, so ``batch_size=8`` and ``batch_size=4, grad_accum=2`` are the same step;
+- the batches of every epoch are fixed up front from the seed (:func:`batch_plan`), length-grouped
+  if asked, so a resumed run sees exactly the batches an uninterrupted one sees;
+- tokens/s counts non-padding tokens, and time, tokens and samples are carried across a resume;
+- checkpoints hold everything needed to resume bit-for-bit on the CPU (trainable weights,
+  optimiser, scheduler, RNG state, progress), and a fingerprint of the data and of every parameter
+  that changes the batches or the loss, so a stale checkpoint is never resumed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import random
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from ftbench.io import write_json
+from ftbench.io import ConfigError, DataError, write_json
 from ftbench.params import TrainParams
 from ftbench.prompts import fit_context, render_prompt
 
+log = logging.getLogger(__name__)
+
 IGNORE = -100
+# Answer positions per output-head chunk: a chunk's logits (chunk x vocab floats) are recomputed in the
+# backward pass instead of kept, so memory stays at one chunk whatever the answers' total length.
+HEAD_CHUNK = 1024
+# Config attributes of architectures whose logits are more than ``lm_head(hidden)`` (soft-capping, scaling):
+# answer_loss would silently compute a different loss for them.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 @dataclass
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+
+    @property
+    def n_labels(self) -> int:
+        """Positions the loss covers (labels shifted by one, as the model predicts the next token)."""
+        return sum(label != IGNORE for label in self.labels[1:])
 
 
 def encode_examples(tokenizer: Any, examples: list[dict], *, max_seq_len: int, style: str,
@@ -59,6 +85,19 @@ def encode_examples(tokenizer: Any, examples: list[dict], *, max_seq_len: int, s
     return out
 
 
+def data_hash(data: list[Encoded]) -> str:
+    """SHA-256 of the encoded examples (ids and labels, in order).
+
+    Hashing what the model is trained on, not the JSONL, covers the data and everything that shapes
+    the tokens: prompt style, system prompt, max_seq_len truncation and completion_only masking.
+    """
+    h = hashlib.sha256()
+    for e in data:
+        h.update(json.dumps([e.input_ids, e.labels], separators=(",", ":")).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -72,6 +111,91 @@ def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+# transformers' LengthGroupedSampler sorts within megabatches of 50 batches: most of the padding saving
+# of a full sort, while batch composition still changes from one epoch to the next on large data.
+MEGABATCH = 50
+
+
+def batch_plan(lengths: list[int], *, batch_size: int, epochs: float, seed: int,
+               group_by_length: bool) -> list[list[int]]:
+    """Indices of every micro-batch of the run, in order, fixed up front from ``seed``.
+
+    Each epoch is one shuffled pass over the data cut into ``ceil(n / batch_size)`` batches (the last
+    one smaller), so no batch is empty and none spans two epochs, whatever ``n``, ``batch_size`` and
+    ``epochs``. A fractional last epoch takes the first batches of its pass (``ceil(per_epoch·epochs)``
+    micro-batches in all). With ``group_by_length`` each megabatch of the shuffled pass is sorted by
+    length, cut into batches of similar lengths (less padding), and the batches are shuffled (seeded).
+    Being a pure function of the lengths and the seed, a resumed run recomputes the same plan.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    per_epoch = math.ceil(n / batch_size)
+    total = max(1, math.ceil(per_epoch * epochs))
+    rng = random.Random(seed)
+    plan: list[list[int]] = []
+    while len(plan) < total:
+        idx = list(range(n))
+        rng.shuffle(idx)
+        if group_by_length:
+            mega = MEGABATCH * batch_size
+            # sorted() is stable: equal lengths keep their shuffled order
+            idx = [i for m in range(0, n, mega) for i in sorted(idx[m:m + mega], key=lambda i: lengths[i])]
+        batches = [idx[i:i + batch_size] for i in range(0, n, batch_size)]
+        if group_by_length:
+            rng.shuffle(batches)
+        plan.extend(batches[:total - len(plan)])
+    return plan
+
+
+def padding_fraction(lengths: list[int], plan: list[list[int]]) -> float:
+    """Share of the positions of the padded batches that are padding (what grouping by length lowers)."""
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in plan)
+    return 1.0 - sum(lengths[i] for b in plan for i in b) / padded if padded else 0.0
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any]:
+    """The transformer body (hidden states) and the output head of a plain or peft causal LM.
+
+    peft injects LoRA layers in place, so the decoder of ``get_base_model()`` runs the adapters too.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for attr in _LOGIT_TRANSFORMS:
+        if getattr(base.config, attr, None) not in (None, 1, 1.0):
+            raise ConfigError(f"{type(base).__name__} transforms its logits ({attr}); the answer-only loss does not",
+                              fix="use a Llama- or Mistral-style model")
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def _head_loss_sum(head: Any, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # Logits in float32 before the softmax, as transformers' own causal-LM loss does.
+    return F.cross_entropy(head(hidden).float(), labels, reduction="sum")
+
+
+def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the labelled positions, and their number.
+
+    The same value as ``model(**batch).loss × n`` within float error, but the output head runs only on
+    the hidden states of labelled positions (the answer tokens with ``completion_only_loss``): on the
+    QA data a handful of positions out of ~120, and the head is the largest matmul of a small model.
+    Past :data:`HEAD_CHUNK` positions the head runs in chunks whose logits are recomputed in backward.
+    """
+    decoder, head = _decoder_and_head(model)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     use_cache=False).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    hidden, labels = hidden[:, :-1][keep], labels[keep]
+    n = int(labels.numel())
+    if n <= HEAD_CHUNK:
+        return _head_loss_sum(head, hidden, labels), n
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, n, HEAD_CHUNK):
+        total = total + checkpoint(_head_loss_sum, head, hidden[i:i + HEAD_CHUNK], labels[i:i + HEAD_CHUNK],
+                                   use_reentrant=False)
+    return total, n
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -82,6 +206,17 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def fingerprint(*, model: dict, method: str, method_cfg: dict, train: TrainParams, prompt_style: str,
+                system_prompt: str | None, seed: int, lr: float, device: str, dtype: Any,
+                data: list[Encoded]) -> dict:
+    """Everything a checkpoint must match to be resumed: the training data and every knob that changes
+    the batches or the loss. The prompt knobs are also inside the data hash (they shape the tokens);
+    they are listed too so that a mismatch is readable in the checkpoint."""
+    return {"model": model, "method": method, "method_config": method_cfg, "train": asdict(train),
+            "prompt_style": prompt_style, "system_prompt": system_prompt, "seed": seed, "lr": lr,
+            "device": device, "dtype": str(dtype), "n_train": len(data), "train_data_sha256": data_hash(data)}
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -89,15 +224,18 @@ class TrainResult:
     train_tokens: int          # non-padding tokens through forward+backward
     answer_tokens: int         # tokens the loss was computed on
     samples: int
-    train_seconds: float       # time inside the loop (excludes load and save)
+    train_seconds: float       # time inside the loop, summed over a crash and its resumes (excludes load, save)
+    padding_fraction: float    # share of the padded batch positions that are padding
     final_loss: float | None
     resumed_from_step: int | None
+    energy_before_resume_j: float | None = None  # energy the crashed attempts used (None: not measured)
 
 
 class Checkpointer:
     """Resumable state in a directory DVC persists across runs but never caches.
 
-    ``state.pt`` is replaced atomically; ``config`` guards against resuming a different run.
+    ``state.pt`` is replaced atomically; ``config`` (see :func:`fingerprint`) guards against resuming
+    a different run.
     """
 
     def __init__(self, directory: Path, config: dict):
@@ -109,7 +247,10 @@ class Checkpointer:
         if not path.exists():
             return None
         state = torch.load(path, map_location="cpu", weights_only=False)
-        return state if state.get("config_hash") == self.hash else None
+        if state.get("config_hash") != self.hash:
+            log.warning("%s was written for other data or parameters: training starts over", path)
+            return None
+        return state
 
     def save(self, state: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -128,30 +269,58 @@ class Checkpointer:
         write_json(self.dir / "status.json", {"complete": True, "config_hash": self.hash})
 
 
-def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed: int, pad_id: int, device: str,
-          checkpointer: Checkpointer | None = None, log: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train the parameters of ``model`` that require grad; return what the cost report needs."""
-    import time
+def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[int]], *, pad_id: int,
+                    device: str) -> dict:
+    """Forward and backward of one optimizer step's micro-batches; gradients accumulate in ``.grad``.
 
+    Every micro-batch's summed loss is divided by the labelled tokens of the whole step, so the
+    accumulated gradient is that of one batch holding all of them (not a mean of per-batch means,
+    which weighs a token of a short-answer batch more). Returns the step's loss (the same
+    token-weighted mean) and its token and sample counts.
+    """
+    n_step = sum(data[i].n_labels for b in micro_batches for i in b)
+    done = {"loss": 0.0, "tokens": 0, "answer_tokens": n_step, "samples": 0}
+    for b in micro_batches:
+        batch = {k: v.to(device) for k, v in collate([data[i] for i in b], pad_id).items()}
+        loss_sum, _ = answer_loss(model, batch)
+        (loss_sum / max(n_step, 1)).backward()
+        done["loss"] += float(loss_sum.detach()) / max(n_step, 1)
+        done["tokens"] += int(batch["attention_mask"].sum())
+        done["samples"] += len(b)
+    return done
+
+
+# Counters a checkpoint carries, so that a resumed run reports the whole run's figures.
+_PROGRESS = ("step", "tokens", "answer_tokens", "samples", "seconds")
+
+
+def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed: int, pad_id: int, device: str,
+          checkpointer: Checkpointer | None = None, log: Callable[[int, dict], None] | None = None,
+          energy_j: Callable[[], float | None] | None = None) -> TrainResult:
+    """Train the parameters of ``model`` that require grad; return what the cost report needs.
+
+    ``energy_j`` reads the energy this process has used so far (``ResourceMonitor.energy_so_far_j``); each
+    checkpoint stores it, added to what earlier attempts used, so that a resumed run reports the energy of
+    the whole run and not only of its last attempt (``TrainResult.energy_before_resume_j``).
+    """
     from transformers import get_linear_schedule_with_warmup
 
+    if not data:
+        raise DataError("no training example is left after encoding",
+                        fix="check data/processed/train.jsonl and train.max_seq_len")
     seed_everything(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    lengths = [len(e.input_ids) for e in data]
+    plan = batch_plan(lengths, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=seed,
+                      group_by_length=cfg.group_by_length)
+    steps = [plan[i:i + cfg.grad_accum] for i in range(0, len(plan), cfg.grad_accum)]
     per_epoch = math.ceil(len(data) / cfg.batch_size)
-    total_micro = max(1, math.ceil(per_epoch * cfg.epochs))
-    total_steps = max(1, math.ceil(total_micro / cfg.grad_accum))
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
-    # The order of all epochs is fixed up front so that a resumed run sees the same batches.
-    rng = random.Random(seed)
-    order = []
-    for _ in range(math.ceil(cfg.epochs)):
-        idx = list(range(len(data)))
-        rng.shuffle(idx)
-        order.extend(idx)
-    batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(total_micro)]
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * len(steps)), len(steps))
 
-    step, micro, tokens, answer_tokens, samples, resumed = 0, 0, 0, 0, 0, None
+    progress = dict.fromkeys(_PROGRESS, 0)
+    progress["seconds"] = 0.0
+    resumed, energy_before = None, 0.0
     state = checkpointer.load() if checkpointer else None
     if state is not None:
         named = dict(model.named_parameters())
@@ -164,50 +333,48 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
         if state.get("rng_cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         random.setstate(state["rng_py"])
-        step, micro, tokens, answer_tokens, samples = (state[k] for k in ("step", "micro", "tokens", "answer_tokens",
-                                                                          "samples"))
-        resumed = step
+        progress = {k: state[k] for k in _PROGRESS}
+        resumed = progress["step"]
+        energy_before = state.get("energy_j")
 
     model.train()
-    loss_value, running = None, []
-    start = time.perf_counter()
-    while micro < len(batches):
-        batch = collate([data[i] for i in batches[micro]], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        n_answer = int((batch["labels"][:, 1:] != IGNORE).sum())
-        loss = model(**batch).loss
-        (loss / cfg.grad_accum).backward()
-        running.append(float(loss.detach()))
-        tokens += int(batch["attention_mask"].sum())
-        answer_tokens += n_answer
-        samples += len(batches[micro])
-        micro += 1
-        if micro % cfg.grad_accum == 0 or micro == len(batches):
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            loss_value = sum(running) / len(running)
-            running = []
-            if log and (step % cfg.log_every == 0 or micro == len(batches)):
-                log(step, {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                           "epoch": micro / per_epoch})
-            if checkpointer and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and micro < len(batches):
-                checkpointer.save({
-                    "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng_cpu": torch.get_rng_state(), "rng_py": random.getstate(),
-                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "step": step, "micro": micro, "tokens": tokens, "answer_tokens": answer_tokens,
-                    "samples": samples,
-                })
+    loss_value = None
+    start = time.perf_counter() - progress["seconds"]  # the clock goes on from where the checkpoint left it
+    for micro_batches in steps[progress["step"]:]:
+        done = accumulate_step(model, data, micro_batches, pad_id=pad_id, device=device)
+        for k in ("tokens", "answer_tokens", "samples"):
+            progress[k] += done[k]
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress["step"] += 1
+        loss_value = done["loss"]
+        last = progress["step"] == len(steps)
+        if log and (progress["step"] % cfg.log_every == 0 or last):
+            log(progress["step"], {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                                   "epoch": progress["samples"] / len(data)})
+        if checkpointer and cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0 and not last:
+            progress["seconds"] = time.perf_counter() - start
+            now = energy_j() if energy_j else None
+            checkpointer.save({
+                "energy_j": None if now is None or energy_before is None else energy_before + now,
+                "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng_cpu": torch.get_rng_state(), "rng_py": random.getstate(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                **progress,
+            })
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     model.eval()
-    return TrainResult(steps=step, epochs=micro / per_epoch, train_tokens=tokens, answer_tokens=answer_tokens,
-                       samples=samples, train_seconds=seconds, final_loss=loss_value, resumed_from_step=resumed)
+    ran = plan[:sum(len(s) for s in steps[:progress["step"]])]
+    return TrainResult(steps=progress["step"], epochs=len(ran) / per_epoch, train_tokens=progress["tokens"],
+                       answer_tokens=progress["answer_tokens"], samples=progress["samples"], train_seconds=seconds,
+                       padding_fraction=padding_fraction(lengths, ran), final_loss=loss_value,
+                       resumed_from_step=resumed, energy_before_resume_j=energy_before if resumed is not None else 0.0)
 
 
 @torch.no_grad()
@@ -216,8 +383,8 @@ def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, 
     total, count = 0.0, 0
     for i in range(0, len(data), batch_size):
         batch = {k: v.to(device) for k, v in collate(data[i:i + batch_size], pad_id).items()}
-        n = int((batch["labels"][:, 1:] != IGNORE).sum())
-        total += float(model(**batch).loss) * n
+        loss_sum, n = answer_loss(model, batch)
+        total += float(loss_sum)
         count += n
     return total / count if count else None
 

@@ -14,13 +14,24 @@ from ftbench.io import ConfigError, DataError, read_json_file, write_json
 _SENTENCE = re.compile(r"[^。！？；\n]+[。！？；]?")
 
 
-def segment_zh(text: str) -> list[str]:
-    """Split Chinese text into sentences, each keeping its closing punctuation.
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of the sentences of Chinese text, surrounding whitespace excluded.
 
     The translation memory is keyed by these segments, so the rule is part of the data format:
-    a segment ends after 。！？； or a newline; surrounding whitespace is stripped.
+    a segment ends after 。！？； or a newline. The offsets let an argument be traced to its sentence.
     """
-    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+    spans = []
+    for m in _SENTENCE.finditer(text):
+        seg = m.group()
+        if seg.strip():
+            start = m.start() + len(seg) - len(seg.lstrip())
+            spans.append((start, start + len(seg.strip())))
+    return spans
+
+
+def segment_zh(text: str) -> list[str]:
+    """Split Chinese text into sentences, each keeping its closing punctuation (see :func:`sentence_spans`)."""
+    return [text[s:e] for s, e in sentence_spans(text)]
 
 
 class Backend:
@@ -176,17 +187,34 @@ def translate_segments(segments: list[str], backends: list[Backend]) -> dict[str
 
 
 def translate_document(doc: Document, table: dict[str, tuple[str, str]]) -> dict:
-    """The English view of one document: sentences, triggers and arguments looked up in ``table``."""
-    en_sentences = [table[s][0] for s in segment_zh(doc.text)]
+    """The English view of one document: sentences, triggers and arguments looked up in ``table``.
+
+    Sentences are translated one by one and joined with a space, so ``sentences`` gives each English
+    sentence's span of ``text_en`` and every argument names the sentences (``[first, last]``) its Chinese
+    span lies in: answer projection (``ftbench.projection``) then looks for the argument only there.
+    """
+    zh_spans = sentence_spans(doc.text)
+    en_spans, pos = [], 0
+    for start, end in zh_spans:
+        n = len(table[doc.text[start:end]][0])
+        en_spans.append([pos, pos + n])
+        pos += n + 1
+
+    def sentences_of(span) -> list[int]:
+        inside = [i for i, (s, e) in enumerate(zh_spans) if s < span.offset[1] and span.offset[0] < e]
+        return [inside[0], inside[-1]] if inside else []
+
     return {
         "id": doc.id,
         "text_zh": doc.text,
-        "text_en": " ".join(en_sentences),
+        "text_en": " ".join(table[doc.text[s:e]][0] for s, e in zh_spans),
+        "sentences": en_spans,
         "events": [
             {
                 "event_type": ev.event_type,
                 "trigger": {"zh": ev.trigger.text, "en": table[ev.trigger.text.strip()][0]},
-                "arguments": [{"role": a.role, "zh": a.text, "en": table[a.text.strip()][0]} for a in ev.arguments],
+                "arguments": [{"role": a.role, "zh": a.text, "en": table[a.text.strip()][0],
+                               "sentence": sentences_of(a)} for a in ev.arguments],
             }
             for ev in doc.events
         ],

@@ -1,0 +1,88 @@
+"""The verdict a user came for: which methods are on the quality-versus-cost front, and which are dominated.
+
+Quality is test F1; cost is one axis at a time (training time, peak training memory). Dominance follows the
+same significance rule as every other sentence of the report, so the front never rests on a quality
+difference the test could not see:
+
+    B dominates A on a cost axis  ⇔  cost(B) ≤ (1 + tol)·cost(A) and F1(B) is significantly higher
+                                      (Holm-adjusted p < α),
+                                  or  the F1 difference is not significant and cost(B) < (1 − tol)·cost(A).
+
+``tol`` (``COST_TOLERANCE``) treats costs within a few per cent as equal: a single timing of a run varies
+that much, and a 1 % difference must not decide a verdict. The baseline is not trained, so it is not on
+either axis (its F1 is drawn as a reference line). A method whose cost was not measured is neither on the
+front nor dominated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Cost axes of the front: (row field, words used in the report).
+COSTS: tuple[tuple[str, str], ...] = (("train_seconds", "training time"), ("peak_memory_mb", "peak memory"))
+COST_TOLERANCE = 0.05
+METRIC = "f1"
+
+
+def f1_test(pairwise: dict[str, dict], a: str, b: str) -> dict:
+    """The F1 test oriented as b − a, whichever order the pair was tested in."""
+    if f"{b}_vs_{a}" in pairwise:
+        return pairwise[f"{b}_vs_{a}"][METRIC]
+    test = pairwise[f"{a}_vs_{b}"][METRIC]
+    return {**test, "delta": -test["delta"]}
+
+
+def dominance(cost_b: float, cost_a: float, test: dict, tol: float = COST_TOLERANCE) -> str | None:
+    """Why B dominates A (``"better"``: significantly higher F1 at no more cost; ``"cheaper"``: no
+    significant F1 difference and clearly cheaper), or None. ``test`` is the F1 test of b − a."""
+    if test["significant"]:
+        return "better" if test["delta"] > 0 and cost_b <= (1 + tol) * cost_a else None
+    return "cheaper" if cost_b < (1 - tol) * cost_a else None
+
+
+def front(rows: dict[str, dict], pairwise: dict[str, dict], cost: str) -> dict[str, Any]:
+    """``{"front": [methods], "dominated": {a: {"by": b, "reason": ..., "p_adjusted": ...}}, "not_measured"}``."""
+    tuned = [m for m in rows if m != "baseline"]
+    measured = [m for m in tuned if rows[m].get(cost) is not None and rows[m].get(METRIC) is not None]
+    dominated: dict[str, dict] = {}
+    for a in measured:
+        for b in measured:
+            if a == b:
+                continue
+            test = f1_test(pairwise, a, b)
+            reason = dominance(rows[b][cost], rows[a][cost], test)
+            if reason:
+                dominated[a] = {"by": b, "reason": reason, "p_adjusted": test["p_adjusted"]}
+                break
+    return {"front": [m for m in measured if m not in dominated], "dominated": dominated,
+            "not_measured": [m for m in tuned if m not in measured]}
+
+
+def fronts(rows: dict[str, dict], pairwise: dict[str, dict]) -> dict[str, dict]:
+    """:func:`front` for every cost axis of one model."""
+    return {cost: front(rows, pairwise, cost) for cost, _ in COSTS}
+
+
+def _names(methods: list[str]) -> str:
+    return ", ".join(methods) if methods else "none"
+
+
+def _why(a: str, d: dict, cost_words: str) -> str:
+    b = d["by"]
+    if d["reason"] == "better":
+        return f"{a} by {b} ({b} is better than {a} on F1, adjusted p = {d['p_adjusted']:.2g}, at no more {cost_words})"
+    return f"{a} by {b} (no significant difference in F1 between {a} and {b}, and {b} needs less {cost_words})"
+
+
+def verdict_sentence(model: str, frontier: dict[str, dict]) -> str:
+    """One sentence per model: the front and the dominated methods on each cost axis, with the reason."""
+    parts = []
+    for cost, words in COSTS:
+        f = frontier[cost]
+        text = f"on F1 vs {words} the front is {_names(f['front'])}"
+        if f["dominated"]:
+            text += "; dominated: " + "; ".join(_why(a, d, words) for a, d in f["dominated"].items())
+        if f["not_measured"]:
+            text += f"; not measured: {_names(f['not_measured'])}"
+        parts.append(text)
+    return f"{model}: " + ", and ".join(parts) + "."

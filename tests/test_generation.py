@@ -1,0 +1,161 @@
+"""Evaluation prompts without the label, honest inference cost figures, and what eval.json reports about them."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import REPO
+
+from ftbench.evaluation import evaluate, latency_summary
+from ftbench.generation import fit_prompts, generate, prompts_for, truncation_counts
+from ftbench.io import write_jsonl
+from ftbench.params import load_params
+
+FILLER = " ".join(f"Sentence {i} says nothing of note." for i in range(60))
+STYLE = {"style": "chat", "system_prompt": "Answer briefly."}
+
+
+def _long(answer: str, where: str) -> dict:
+    """A question whose context is far over 120 tokens, with the answer's sentence at ``where``."""
+    fact = f"On May 9, {answer} tested the missile."
+    context = {"start": f"{fact} {FILLER}", "middle": f"{FILLER} {fact} {FILLER}",
+               "absent": FILLER}[where]
+    return {"instruction": "Who tested the missile?", "input": context, "output": answer}
+
+
+class _NoLabel(dict):
+    """An example whose gold answer must not be read."""
+
+    def __getitem__(self, key):
+        assert key != "output", "the prompt builder read the gold answer"
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        assert key != "output", "the prompt builder read the gold answer"
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("mode", ["start", "end"])
+def test_eval_prompts_never_read_the_gold_answer(smollm_tokenizer, mode):
+    ex = _long("the US Navy", "middle")
+    prompts = prompts_for(smollm_tokenizer, [_NoLabel(ex)], **STYLE, max_prompt_tokens=120, context_truncation=mode)
+    other = prompts_for(smollm_tokenizer, [{**ex, "output": "Sentence 3"}], **STYLE, max_prompt_tokens=120,
+                        context_truncation=mode)
+    assert prompts == other  # a different gold answer, the same prompt
+    assert len(smollm_tokenizer(prompts[0], add_special_tokens=False)["input_ids"]) <= 120
+    # The answer sits in the middle of a long context: a fixed rule does not show it...
+    assert "the US Navy" not in prompts[0]
+    # ...while the old answer-centred window (what training still uses) is built to contain it.
+    from ftbench.prompts import fit_context, render_prompt
+
+    centred, _ = fit_context(smollm_tokenizer, ex, 120, lambda e: render_prompt(smollm_tokenizer, e, **STYLE))
+    assert "the US Navy tested the missile" in centred["input"]
+
+
+def test_truncation_counts_shortened_and_answers_cut_off(smollm_tokenizer):
+    rows = [{"instruction": "Who?", "input": "The US Navy did.", "output": "The US Navy"},
+            _long("the US Navy", "middle"), _long("the Indian Army", "start"), _long("the RAF", "absent")]
+    prompts = fit_prompts(smollm_tokenizer, rows, **STYLE, max_prompt_tokens=120, context_truncation="start")
+    assert [p.shortened for p in prompts] == [False, True, True, True]
+    assert prompts[2].context.startswith("On May 9, the Indian Army")
+    assert rows[2]["input"].startswith(prompts[2].context)
+    # Only the middle one lost its answer: the first fits, the third keeps it, the fourth never had it.
+    assert truncation_counts(rows, prompts) == {"context_shortened": 3, "answer_cut_off": 1}
+    end = fit_prompts(smollm_tokenizer, rows, **STYLE, max_prompt_tokens=120, context_truncation="end")
+    assert rows[1]["input"].endswith(end[1].context)
+    assert truncation_counts(rows, end) == {"context_shortened": 3, "answer_cut_off": 2}
+
+
+def test_latency_summary_states_its_count_and_gives_no_p95_from_few_runs():
+    few = latency_summary([0.1, 0.4, 0.2, 0.3])
+    assert few["latency_examples"] == 4 and few["latency_p95_s"] is None and few["latency_max_s"] == 0.4
+    assert few["latency_p50_s"] == pytest.approx(0.25)
+    many = latency_summary([i / 100 for i in range(1, 33)])
+    assert many["latency_examples"] == 32 and many["latency_max_s"] == 0.32
+    assert many["latency_p95_s"] == pytest.approx(0.01 + 0.95 * 0.31)
+    assert latency_summary([])["latency_examples"] == 0
+
+
+class _ScriptedModel:
+    """Stands in for a causal LM: row i answers with (real prompt tokens % 3) + 1 copies of ``word`` and then
+    EOS, and a batch stops at the step where its last row stopped, as ``generate`` does."""
+
+    def __init__(self, eos: int, word: int):
+        self.generation_config = SimpleNamespace(eos_token_id=eos)
+        self.eos, self.word, self.batches = eos, word, []
+
+    def eval(self):
+        return self
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **_):
+        lengths = attention_mask.sum(1).tolist()
+        answer = [n % 3 + 1 for n in lengths]
+        steps = min(max(answer) + 1, max_new_tokens)
+        new = torch.full((len(lengths), steps), pad_token_id)
+        for i, k in enumerate(answer):
+            new[i, :min(k, steps)] = self.word
+            if k < steps:
+                new[i, k] = self.eos
+        self.batches.append((lengths, steps))
+        return torch.cat([input_ids, new], dim=1)
+
+
+def test_cost_counts_decoding_steps_run_and_batches_follow_token_length(smollm_tokenizer):
+    tok = smollm_tokenizer
+    word = tok(" yes", add_special_tokens=False)["input_ids"][0]
+    # Character length and token length disagree: one long word is few tokens, "a a a a a" many.
+    prompts = ["internationalisation", "a a a a a a a", "hello", "a a a", "b b b b b b b b b b", "c c"]
+    n_tokens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    model = _ScriptedModel(tok.eos_token_id, word)
+    answers, cost = generate(model, tok, prompts, max_new_tokens=3, batch_size=2, max_prompt_tokens=64,
+                             device="cpu", latency_examples=2)
+    assert answers == [" ".join(["yes"] * min(n % 3 + 1, 3)) for n in n_tokens]  # back in the prompts' order
+    batched = model.batches[:3]
+    widths = [length for lengths, _ in batched for length in lengths]
+    assert widths == sorted(n_tokens)  # batches of neighbours in token length, not in characters
+    assert cost["decoding_steps"] == sum(steps for _, steps in batched)
+    assert cost["decoded_tokens"] == sum(len(lengths) * steps for lengths, steps in batched)
+    assert cost["generated_tokens"] == sum(min(n % 3 + 2, 3) for n in n_tokens)  # up to and including EOS
+    assert cost["generated_tokens"] < cost["decoded_tokens"]  # finished rows still cost a step in their batch
+    seconds = cost["generation_seconds"]
+    assert cost["examples_per_s"] == pytest.approx(len(prompts) / seconds)
+    assert cost["decoded_tokens_per_s"] == pytest.approx(cost["decoded_tokens"] / seconds)
+    assert "generated_tokens_per_s" not in cost  # tokens to EOS over time of every step: the misleading ratio
+    assert len(cost["latency_seconds"]) == 2 and [len(b[0]) for b in model.batches[3:]] == [1, 1]
+    assert cost["latency_probe_seconds"] >= sum(cost["latency_seconds"])
+
+
+def test_eval_json_reports_truncation_latency_count_and_timing(tiny_llama, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = [{"id": "q0", "doc_id": "d0", "instruction": "Who?", "input": "The US Navy did.", "output": "The US Navy"},
+            {"id": "q1", "doc_id": "d1", **_long("the US Navy", "middle")},
+            {"id": "q2", "doc_id": "d2", **_long("the Indian Army", "start")}]
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "data/processed/test.jsonl", rows)
+    params = load_params(REPO / "params.yaml")
+    params.train.max_seq_len = 140
+    params.eval.max_new_tokens, params.eval.batch_size, params.eval.latency_examples = 2, 2, 3
+    params.eval.bertscore_model, params.eval.bootstrap_resamples = None, 100
+    params.monitor.interval_s = 0.05
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(tiny_llama), AutoTokenizer.from_pretrained(tiny_llama)
+
+    result = evaluate(load, params, device="cpu", identity={"model": "tiny", "method": "baseline"},
+                      out_dir=tmp_path / "out", predictions_path=tmp_path / "predictions.jsonl")
+    assert json.loads((tmp_path / "out/eval.json").read_text()) == json.loads(json.dumps(result))
+    assert result["truncation"] == {"context_truncation": "start", "context_shortened": 2, "answer_cut_off": 1}
+    inference = result["inference"]
+    assert inference["latency_examples"] == 3 and inference["latency_p95_s"] is None
+    assert inference["latency_max_s"] > 0 and inference["examples_per_s"] > 0
+    timing = result["timing_s"]
+    assert set(timing) == {"load", "generation", "latency_probe", "scoring", "total"}
+    assert all(v >= 0 for v in timing.values())
+    assert timing["total"] >= timing["load"] + timing["generation"] + timing["latency_probe"] + timing["scoring"]
+    predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [p["context_shortened"] for p in predictions] == [False, True, True]
+
