@@ -148,6 +148,10 @@ def test_alpaca_json_and_jsonl_grouped_by_context(tmp_path):
     docs = alpaca_documents(recs)
     assert [len(d["pairs"]) for d in docs] == [2, 1]
     assert docs[1]["pairs"][0]["input"] == ""
+    # records without a context are documents of their own, not one document of every empty input (the
+    # document is what splits and statistics resample); the same question twice stays together
+    no_context = [{"instruction": f"Q{i % 3}", "output": "x"} for i in range(4)]
+    assert sorted(len(d["pairs"]) for d in alpaca_documents(no_context)) == [1, 1, 2]
 
 
 def test_parse_document_accepts_the_fixture_schema():

@@ -217,8 +217,8 @@ def test_markdown_wording(built):
     # the study's column order (F1, EM, BLEU, BERTScore, R-1 ...) and "–" for what the baseline lacks
     assert f"| tiny | baseline | – | {zero} | {zero} | {zero} | 0.800 [0.80, 0.80] | {zero} |" in md
     assert "- lora is better than baseline on F1 (Δ = +1.000, adjusted p = 0.021)" in md
-    assert ("- no significant difference in F1 between qlora and lora (Δ = +0.000, adjusted p = 1; this test "
-            "split detects |Δ| ≥ 0.000 with 80% power)") in md
+    # identical scores on every question: said so, not "mde 0.000"
+    assert "- no difference in F1 between qlora and lora: the same score on every test question" in md
     assert "40 questions from 20 documents" in md and "One training seed per method" in md
     assert "| test | 3 | 5 | 40 | 40 | 1 |" in md and "| all | 30 | 52 | 140 |  | 2 |" in md
     assert "| Deploy | 109 | 9 | 39 |" in md and "| Subject | 110 | 10 | 40 |" in md
@@ -334,7 +334,7 @@ def test_delta_table_marks_only_adjusted_significant(built):
                                        "qlora − lora", "top_layer − lora", "top_layer − qlora"]
     by_label = {r[0][0]: r[1:] for r in rows}
     assert by_label["lora − baseline"][0] == ("+1.000 [+1.00, +1.00]", True)
-    assert by_label["qlora − lora"][0] == ("+0.000 [+0.00, +0.00] n.s., mde 0.00", False)
+    assert by_label["qlora − lora"][0] == ("+0.000 [+0.00, +0.00] n.s., identical", False)  # same on every question
     marked = sum(sig for r in rows for _, sig in r[1:])
     assert marked == sum(t["significant"] for *_, ts in compare.comparisons(comp) for t in ts.values()) == 35
     md = (built / "metrics/comparison.md").read_text()
@@ -355,15 +355,15 @@ def test_verdict_and_frontier(tmp_path, monkeypatch):
     comp = run_report(tmp_path)
     time_front, memory_front = comp["frontier"][MODEL]["train_seconds"], comp["frontier"][MODEL]["peak_memory_mb"]
     assert time_front["front"] == ["lora", "top_layer"]
-    assert time_front["dominated"] == {"qlora": {"by": "lora", "reason": "cheaper", "p_adjusted": 1.0}}
+    assert time_front["dominated"] == {"qlora": {"by": "lora", "reason": "cheaper", "delta": 0.0, "p_adjusted": 1.0}}
     assert memory_front["front"] == ["qlora"]
     assert {a: d["by"] for a, d in memory_front["dominated"].items()} == {"lora": "qlora", "top_layer": "lora"}
     sentence = (
-        "tiny: on F1 vs training time the front is lora, top_layer; dominated: qlora by lora (no significant "
-        "difference in F1 between qlora and lora, and lora needs less training time), and on F1 vs peak memory "
-        "the front is qlora; dominated: lora by qlora (no significant difference in F1 between lora and qlora, "
-        "and qlora needs less peak memory); top_layer by lora (lora is better than top_layer on F1, adjusted "
-        "p = 0.021, at no more peak memory).")
+        "tiny: on F1 vs training time the front is lora, top_layer; dominated: qlora by lora (lora needs less "
+        "training time and its F1 is not lower: ΔF1 = +0.000, not significant), and on F1 vs peak memory "
+        "the front is qlora; dominated: lora by qlora (qlora needs less peak memory and its F1 is not lower: "
+        "ΔF1 = +0.000, not significant); top_layer by lora (lora is better than top_layer on F1, adjusted "
+        "p = 0.021, at no more peak memory, within 5%).")
     md = Path("metrics/comparison.md").read_text()
     verdict = md.split("## Verdict: quality vs cost")[1].split("##")[0]
     assert f"- {sentence}" in verdict
@@ -374,7 +374,8 @@ def test_dominance_rule():
     """Costs within the tolerance are equal; quality counts only when significant after correction."""
     better = {"delta": 0.1, "significant": True}
     worse = {"delta": -0.1, "significant": True}
-    same = {"delta": -0.03, "significant": False}
+    same = {"delta": 0.03, "significant": False}  # b nominally better, not significantly
+    lower = {"delta": -0.03, "significant": False}  # b nominally worse, not significantly
     assert frontier.dominance(100.0, 100.0, better) == "better"
     assert frontier.dominance(104.0, 100.0, better) == "better"  # within 5 %: as cheap
     assert frontier.dominance(120.0, 100.0, better) is None  # dearer: a trade-off, not dominance
@@ -382,6 +383,8 @@ def test_dominance_rule():
     assert frontier.dominance(90.0, 100.0, same) == "cheaper"
     assert frontier.dominance(97.0, 100.0, same) is None  # 3 % cheaper is timing noise
     assert frontier.dominance(200.0, 100.0, same) is None
+    # cheaper but nominally worse: "not significant" is not "equal", so a (possibly) better dearer a stays
+    assert frontier.dominance(50.0, 100.0, lower) is None
 
 
 def test_regime_table_flags_a_difference(tmp_path, monkeypatch):

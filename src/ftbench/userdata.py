@@ -78,7 +78,11 @@ def alpaca_documents(records: list[dict], splits: list[str] | None = None) -> li
     docs: dict[tuple[str | None, str], dict] = {}
     for i, rec in enumerate(records):
         split = splits[i] if splits else None
-        key = str(rec.get("doc_id") or hashlib.sha1(rec.get("input", "").encode()).hexdigest()[:12])
+        # A record without a context is its own document (keyed by its question, as the overlap check keys
+        # it): hashing the empty input would make every such record one document, and the document is the
+        # unit the split and the statistics resample.
+        context = rec.get("input") or f"\0{' '.join(rec['instruction'].split())}"
+        key = str(rec.get("doc_id") or hashlib.sha1(context.encode()).hexdigest()[:12])
         doc = docs.setdefault((split, key), {"id": key, "text_en": rec.get("input", ""), "pairs": []})
         if split:
             doc["split"] = split

@@ -183,7 +183,7 @@ def frontier_chart(model: str, rows: dict[str, dict], frontier: dict[str, dict])
 
 
 def forest_chart(model: str, comparison: dict) -> bytes:
-    """Every paired comparison of one model: Δ with its Holm/Bonferroni-adjusted interval per metric;
+    """Every paired comparison of one model: Δ with its family-wide (Bonferroni) interval per metric;
     filled when the adjusted p < α, hollow otherwise."""
     pairs = comparisons(comparison, model)
     metrics = [m for m in TABLE_QUALITY if any(m in tests for *_, tests in pairs)]

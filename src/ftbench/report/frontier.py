@@ -6,7 +6,11 @@ difference the test could not see:
 
     B dominates A on a cost axis  ⇔  cost(B) ≤ (1 + tol)·cost(A) and F1(B) is significantly higher
                                       (Holm-adjusted p < α),
-                                  or  the F1 difference is not significant and cost(B) < (1 − tol)·cost(A).
+                                  or  cost(B) < (1 − tol)·cost(A), the F1 difference is not significant
+                                      and F1(B) ≥ F1(A) (B is cheaper and not even nominally worse).
+
+"Not significant" is not "equal": a dearer method whose F1 is higher but not significantly so (the test
+split cannot tell) stays on the front rather than being called dominated by a cheaper, nominally worse one.
 
 ``tol`` (``COST_TOLERANCE``) treats costs within a few per cent as equal: a single timing of a run varies
 that much, and a 1 % difference must not decide a verdict. The baseline is not trained, so it is not on
@@ -33,11 +37,11 @@ def f1_test(pairwise: dict[str, dict], a: str, b: str) -> dict:
 
 
 def dominance(cost_b: float, cost_a: float, test: dict, tol: float = COST_TOLERANCE) -> str | None:
-    """Why B dominates A (``"better"``: significantly higher F1 at no more cost; ``"cheaper"``: no
-    significant F1 difference and clearly cheaper), or None. ``test`` is the F1 test of b − a."""
+    """Why B dominates A (``"better"``: significantly higher F1 at no more cost; ``"cheaper"``: clearly
+    cheaper, and an F1 not lower, the difference not significant), or None. ``test`` is the F1 test of b − a."""
     if test["significant"]:
         return "better" if test["delta"] > 0 and cost_b <= (1 + tol) * cost_a else None
-    return "cheaper" if cost_b < (1 - tol) * cost_a else None
+    return "cheaper" if cost_b < (1 - tol) * cost_a and test["delta"] >= 0 else None
 
 
 def front(rows: dict[str, dict], pairwise: dict[str, dict], cost: str) -> dict[str, Any]:
@@ -52,7 +56,7 @@ def front(rows: dict[str, dict], pairwise: dict[str, dict], cost: str) -> dict[s
             test = f1_test(pairwise, a, b)
             reason = dominance(rows[b][cost], rows[a][cost], test)
             if reason:
-                dominated[a] = {"by": b, "reason": reason, "p_adjusted": test["p_adjusted"]}
+                dominated[a] = {"by": b, "reason": reason, "delta": test["delta"], "p_adjusted": test["p_adjusted"]}
                 break
     return {"front": [m for m in measured if m not in dominated], "dominated": dominated,
             "not_measured": [m for m in tuned if m not in measured]}
@@ -70,8 +74,10 @@ def _names(methods: list[str]) -> str:
 def _why(a: str, d: dict, cost_words: str) -> str:
     b = d["by"]
     if d["reason"] == "better":
-        return f"{a} by {b} ({b} is better than {a} on F1, adjusted p = {d['p_adjusted']:.2g}, at no more {cost_words})"
-    return f"{a} by {b} (no significant difference in F1 between {a} and {b}, and {b} needs less {cost_words})"
+        return (f"{a} by {b} ({b} is better than {a} on F1, adjusted p = {d['p_adjusted']:.2g}, at no more "
+                f"{cost_words}, within {COST_TOLERANCE:.0%})")
+    delta = f"{'−' if round(d['delta'], 3) < 0 else '+'}{abs(d['delta']):.3f}"  # never "−0.000"
+    return f"{a} by {b} ({b} needs less {cost_words} and its F1 is not lower: ΔF1 = {delta}, not significant)"
 
 
 def verdict_sentence(model: str, frontier: dict[str, dict]) -> str:

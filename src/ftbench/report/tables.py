@@ -94,7 +94,7 @@ def delta_cell(test: dict) -> tuple[str, bool]:
     difference that is not gets its mde, so "n.s." can be told apart from "too few questions"."""
     text = f"{signed(test['delta'])} [{signed(test['ci_low_adjusted'], 2)}, {signed(test['ci_high_adjusted'], 2)}]"
     if not test["significant"]:
-        text += f" n.s., mde {test['mde']:.2f}"
+        text += " n.s., identical" if test["se"] == 0 else f" n.s., mde {test['mde']:.2f}"
     return text, test["significant"]
 
 
@@ -105,8 +105,10 @@ def claim(a: str, b: str, metric: str, test: dict) -> str:
     stats = f"Δ = {signed(test['delta'])}, {fmt_p(test['p_adjusted'])}"
     if test["significant"]:
         return f"{b} is {'better' if test['delta'] > 0 else 'worse'} than {a} on {name} ({stats})"
-    return (f"no significant difference in {name} between {b} and {a} ({stats}; this test split detects "
-            f"|Δ| ≥ {test['mde']:.3f} with {MDE_POWER:.0%} power)")
+    if test["se"] == 0:
+        return f"no difference in {name} between {b} and {a}: the same score on every test question"
+    return (f"no significant difference in {name} between {b} and {a} ({stats}; with the spread observed, "
+            f"the test detects |Δ| ≥ {test['mde']:.3f} with {MDE_POWER:.0%} power)")
 
 
 def _gb(mb: float | None) -> float | None:
@@ -300,11 +302,14 @@ def how_to_read(comparison: dict, flagged: dict[str, list[str]], *, n_resamples:
         f"Family: all {family['size']} paired tests of this report (every metric × every pair of runs, the "
         f"baseline included) are corrected together with Holm–Bonferroni. A Δ is marked {SIG_MARK} and worded "
         f"better/worse only when its adjusted p < {ALPHA}; its interval is the Bonferroni one (level "
-        f"{family['bonferroni_level']:.2g}), and \"n.s., mde\" gives the smallest difference the test split "
-        f"could have detected ({MDE_POWER:.0%} power at that level).",
+        f"{family['bonferroni_level']:.2g}), and \"n.s., mde\" gives the smallest difference the test could have "
+        f"detected ({MDE_POWER:.0%} power at that level), estimated from the spread of the observed paired "
+        "differences (a rough power statement: two runs that agree on almost every question get a small mde).",
         f"Front: among tuned methods, on training time and on peak memory separately; B dominates A when B "
         f"costs no more (within {COST_TOLERANCE:.0%}) and its F1 is significantly higher, or when the F1 "
-        f"difference is not significant and B is cheaper by more than {COST_TOLERANCE:.0%}.",
+        f"difference is not significant, B is cheaper by more than {COST_TOLERANCE:.0%} and B's F1 is not lower. "
+        "\"Not significant\" is not \"equal\": a dearer method with a higher but not significantly higher F1 "
+        "stays on the front.",
     ]
     if family["min_p_adjusted"] >= ALPHA:
         notes.append(
@@ -343,9 +348,9 @@ def render_markdown(comparison: dict, data: dict, trains: dict[str, dict[str, li
            "(its inference cost is in the cost table).", "",
            md_table(MAIN_HEADER, main_table(comparison)), "",
            "## Paired comparisons", "",
-           f"Δ = b − a on the same test questions with its Holm-adjusted interval; `{SIG_MARK}`: adjusted "
-           f"p < {ALPHA}; `n.s., mde x`: no significant difference, and the test split could only have detected "
-           "|Δ| ≥ x.", ""]
+           f"Δ = b − a on the same test questions with its family-wide (Bonferroni) interval; `{SIG_MARK}`: adjusted "
+           f"p < {ALPHA}; `n.s., mde x`: no significant difference, and the test could only have detected "
+           "|Δ| ≥ x (80 % power, from the observed spread).", ""]
     for model in models_of(comparison):
         header, rows = delta_table(comparison, model)
         out += [f"### {model}", "", md_table(header, _md_delta_rows(rows)), "", "F1 in words:", "",
