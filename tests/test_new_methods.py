@@ -11,11 +11,11 @@ import torch
 import yaml
 from conftest import make_project, run
 from test_params import test_every_numeric_knob_has_a_range_and_every_default_passes as check_section
-from test_training import EXAMPLES, SYSTEM, _logits, cfg
+from test_training import EXAMPLES, SYSTEM, _logits, assert_trains_exactly, cfg
 from test_training import run as train_run
 
 from ftbench.io import ConfigError
-from ftbench.methods import TOP_LAYER_FILE, count_trainable, load_tuned, prepare, regime, save_trained
+from ftbench.methods import TOP_LAYER_FILE, count_trainable, load_tuned, prepare, save_trained
 from ftbench.params import DoraParams, FullParams, LoraAllParams, ModelSpec, load_params
 from ftbench.registry import base_param_count
 from ftbench.training import IGNORE, answer_loss, collate, encode_examples
@@ -58,13 +58,7 @@ def test_every_parameter_trains_or_not_in_the_stated_dtype(request, arch, method
         assert adapted == {f"base_model.model.model.layers.{i}.{part}.{p}" for i in range(blocks) for p in PROJECTIONS
                            for part in ("self_attn", "mlp") if (part == "mlp") == (p in PROJECTIONS[4:])}
         assert not any("lm_head" in n or "embed" in n for n in expected)
-    for n, p in model.named_parameters():
-        assert p.requires_grad == (n in expected), n
-        if p.requires_grad:
-            assert p.dtype == torch.float32, n
-        elif p.is_floating_point():
-            assert p.dtype == frozen, n
-    assert regime(model) == {"trainable_dtype": ["float32"], "gradient_checkpointing": False}
+    assert_trains_exactly(model, expected, frozen)
     base = base_param_count(model.config)
     if method == "full":  # a tied head is the embedding: counted once, as in the base count
         assert count_trainable(model) == base

@@ -56,6 +56,18 @@ def build(path, method="lora", *, seed=0, **kw):
                    dtype=kw.pop("dtype", torch.float32), device="cpu", **kw)
 
 
+def assert_trains_exactly(model, expected: set[str], frozen: torch.dtype) -> None:
+    """Every parameter: trains iff it is in ``expected``; trainable ones in fp32 (the master weights), frozen
+    floating-point ones in ``frozen``; and train.json's regime says so (LLaMA-Factory's test_freeze style)."""
+    for n, p in model.named_parameters():
+        assert p.requires_grad == (n in expected), n
+        if p.requires_grad:
+            assert p.dtype == torch.float32, n
+        elif p.is_floating_point():
+            assert p.dtype == frozen, n
+    assert regime(model) == {"trainable_dtype": ["float32"], "gradient_checkpointing": False}
+
+
 def run(model, data, tok, c, **kw):
     return train(model, data, c, lr=c.lr, seed=0, pad_id=tok.pad_token_id, device="cpu", **kw)
 
@@ -272,13 +284,7 @@ def test_every_parameter_trains_or_not_in_the_stated_dtype(tiny_llama, method, f
     model = build(tiny_llama, method, dtype=frozen, trainable_dtype=torch.float32)
     expected = _expected_trainable(model, method)
     assert expected and len(expected) == (8 if method != "top_layer" else 9)  # 2 blocks x q,v x A,B | one block
-    for n, p in model.named_parameters():
-        assert p.requires_grad == (n in expected), n
-        if p.requires_grad:
-            assert p.dtype == torch.float32, n
-        elif p.is_floating_point():
-            assert p.dtype == frozen, n
-    assert regime(model) == {"trainable_dtype": ["float32"], "gradient_checkpointing": False}
+    assert_trains_exactly(model, expected, frozen)
     # the fp32 parts run inside the low-precision model, forward and backward
     batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
              "labels": torch.tensor([[IGNORE, IGNORE, 7, 8]])}
