@@ -2,7 +2,8 @@
 
     python stages/resource_report.py
 
-Writes metrics/comparison.{json,csv,md}, plots/ (quality.csv, cost.csv, PNGs) and reports/index.html.
+Writes metrics/comparison.{json,csv,md}, metrics/verdict.json (the only one declared a DVC metric: a few
+strings per model), plots/ (quality.csv, cost.csv, PNGs) and reports/index.html.
 """
 
 from ftbench.params import load_params

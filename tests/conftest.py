@@ -60,7 +60,7 @@ def tiny_mistral(tmp_path_factory, smollm_tokenizer) -> Path:
                  tie_word_embeddings=False, sliding_window=None)
 
 
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw", "data/human"]
+PIPELINE_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw", "data/human", "configs"]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -236,7 +236,8 @@ def test_human_eval_stage_in_dvc_repro_without_then_with_votes(tmp_path, tiny_ll
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "votes"], root)
 
-    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)["metrics/human.json"]
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json", "--targets", "metrics/human.json"],
+                          root).stdout)["metrics/human.json"]
     assert diff["n_votes"] == {"old": 0, "new": 5, "diff": 5}
     moved = diff["models.tiny.runs.lora-s42.win_rate"]
     assert moved["old"] is None and moved["new"] == pytest.approx(0.7)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 import yaml
 from conftest import make_project, run
+from test_exp_show import EXP_SHOW_FILTER, KEPT_FIXED, MAX_COLUMNS, declared_metrics, expected_columns, metric_keys
+
+from ftbench.evaluation import QUALITY_KEYS
 
 STAGES = ["translate", "format", "baseline@tiny", "train@tiny-lora-42", "train@tiny-top_layer-42",
           "evaluate@tiny-lora-42", "evaluate@tiny-top_layer-42", "resource_report"]
@@ -58,13 +62,32 @@ def test_every_stage_output_exists_and_is_sane(repro_project):
 
 
 def test_status_clean_and_metrics_show_every_run(repro_project):
+    """`dvc metrics show` lists each run's quality.json and cost.json and the verdict, the same figures as the
+    full eval.json / train.json / comparison.json, which stay readable with `dvc metrics show <file>`."""
     root, _ = repro_project
     status = run(["dvc", "status"], root)
     assert "up to date" in status.stdout, status.stdout
-    shown = run(["dvc", "metrics", "show", "--json"], root).stdout
-    for path in ("metrics/runs/tiny/baseline/eval.json", "metrics/runs/tiny/lora-s42/eval.json",
-                 "metrics/runs/tiny/top_layer-s42/train.json", "metrics/comparison.json"):
-        assert path in shown
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], root).stdout)[""]["data"]
+    runs = "metrics/runs/tiny"
+    assert set(shown) == {f"{runs}/baseline/quality.json", f"{runs}/lora-s42/quality.json",
+                          f"{runs}/top_layer-s42/quality.json", f"{runs}/lora-s42/cost.json",
+                          f"{runs}/top_layer-s42/cost.json", "metrics/verdict.json"}
+    comparison = json.loads((root / "metrics/comparison.json").read_text())
+    for run_id, method in (("baseline", "baseline"), ("lora-s42", "lora"), ("top_layer-s42", "top_layer")):
+        full = json.loads((root / f"{runs}/{run_id}/eval.json").read_text())
+        assert shown[f"{runs}/{run_id}/quality.json"]["data"] == {k: full[k] for k in QUALITY_KEYS}
+        if method != "baseline":
+            cost = shown[f"{runs}/{run_id}/cost.json"]["data"]
+            train = json.loads((root / f"{runs}/{run_id}/train.json").read_text())
+            assert cost["train_seconds"] == train["train_seconds"]
+            assert "energy_wh" not in cost  # no energy counter on the CPU: null, which DVC does not show
+            assert cost["peak_memory_mb"] == comparison["tiny"][method]["peak_memory_mb"] > 0  # one definition
+    verdict = shown["metrics/verdict.json"]["data"]["tiny"]
+    assert set(verdict) == {"best_f1", "front_train_seconds", "front_peak_memory_mb"}
+    fronts = comparison["frontier"]["tiny"]
+    assert verdict["front_train_seconds"] == (", ".join(fronts["train_seconds"]["front"]) or "none")
+    full = json.loads(run(["dvc", "metrics", "show", "--json", "metrics/comparison.json"], root).stdout)
+    assert full[""]["data"]["metrics/comparison.json"]["data"]["family"]["correction"] == "holm"
     plots = run(["dvc", "plots", "show", "--json"], root).stdout
     assert "train/loss.tsv" in plots and "Quality by run (test F1)" in plots and "quality_tiny.png" in plots
 
@@ -84,6 +107,32 @@ def test_exp_run_reruns_only_dependent_stages(repro_project):
     assert "methods.top_layer.lr" in diff or "1e-04" in diff or "0.0001" in diff
 
 
+def test_exp_show_fits_under_the_documented_filter(repro_project):
+    """The README's `dvc exp show --csv` filter prints DVC's row names and every declared metric, nothing else,
+    within 40 columns; `--only-changed` then keeps only what moved between the commit and the experiment that
+    test_exp_run_reruns_only_dependent_stages ran (top_layer retrained)."""
+    root, _ = repro_project
+
+    def header(*flags: str) -> list[str]:
+        return run(["dvc", "exp", "show", "--csv", *flags], root).stdout.splitlines()[0].split(",")
+
+    def measured(path: str) -> list[str]:  # DVC shows no column for a null (energy on the CPU)
+        data = json.loads((root / path).read_text())
+        return [k for k in metric_keys(path, ["tiny"]) if functools.reduce(dict.get, k.split("."), data) is not None]
+
+    everything, shown = header(), header(*EXP_SHOW_FILTER)
+    leaves = {path: measured(path) for path in declared_metrics(root)}
+    assert shown[:len(KEPT_FIXED)] == list(KEPT_FIXED)
+    assert sorted(shown[len(KEPT_FIXED):]) == sorted(expected_columns(leaves))
+    assert len(shown) <= MAX_COLUMNS
+    changed, changed_all = header("--only-changed", *EXP_SHOW_FILTER), header("--only-changed")
+    assert "metrics/runs/tiny/top_layer-s42/cost.json:train_seconds" in changed and set(changed) <= set(shown)
+    assert not any(c.startswith("metrics/runs/tiny/lora-s42/") for c in changed)  # not rerun: nothing moved
+    assert "methods.top_layer.lr" in changed_all and len(changed_all) <= MAX_COLUMNS
+    print(f"dvc exp show --csv: {len(everything)} columns, {len(shown)} filtered; --only-changed: "
+          f"{len(changed_all)}, {len(changed)} filtered")
+
+
 def test_metrics_and_plots_diff_between_two_commits(repro_project):
     """The pull-request view: commit a run, change a knob, commit again, diff the two commits."""
     root, _ = repro_project
@@ -94,10 +143,14 @@ def test_metrics_and_plots_diff_between_two_commits(repro_project):
     run(["git", "commit", "-qm", "after"], root)
 
     metrics = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
-    moved = metrics["metrics/runs/tiny/top_layer-s42/train.json"]
+    assert "train_seconds" in metrics["metrics/runs/tiny/top_layer-s42/cost.json"]  # retrained
+    assert "metrics/runs/tiny/lora-s42/cost.json" not in metrics  # not retrained: nothing moved
+    every = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all", "--json"], root).stdout)
+    assert set(every) == set(declared_metrics(root))  # quality and cost of every run, the verdict
+    train = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json", "--targets",
+                            "metrics/runs/tiny/top_layer-s42/train.json"], root).stdout)
+    moved = train["metrics/runs/tiny/top_layer-s42/train.json"]  # the full record, on request
     assert moved["lr"]["old"] != moved["lr"]["new"] == pytest.approx(2e-3)
-    assert "final_loss" in moved
-    assert not any(k.startswith("metrics/runs/tiny/lora-s42/") and "final_loss" in v for k, v in metrics.items())
 
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], root).stdout)
     flat = json.dumps(plots)

@@ -368,6 +368,23 @@ def test_verdict_and_frontier(tmp_path, monkeypatch):
     verdict = md.split("## Verdict: quality vs cost")[1].split("##")[0]
     assert f"- {sentence}" in verdict
     assert assert_claims_hold(md, comp) > 0
+    # the DVC metric: the same verdict in a few strings (lora and qlora tie on F1; top_layer is significantly worse)
+    assert json.loads(Path("metrics/verdict.json").read_text()) == {MODEL: {
+        "best_f1": "lora, qlora", "front_train_seconds": "lora, top_layer", "front_peak_memory_mb": "qlora"}}
+
+
+def test_best_f1_keeps_what_the_test_cannot_separate():
+    """best_f1: the highest F1 and every method not significantly below it, wherever it sits in the order."""
+    rows = {"baseline": {"f1": 0.9}, "a": {"f1": 0.5}, "b": {"f1": 0.7}, "c": {"f1": 0.65}, "d": {"f1": None}}
+    pairwise = {"b_vs_a": {"f1": {"delta": 0.2, "significant": True}},
+                "c_vs_a": {"f1": {"delta": 0.15, "significant": True}},
+                "c_vs_b": {"f1": {"delta": -0.05, "significant": False}}}
+    assert frontier.best(rows, pairwise) == ["b", "c"]  # the baseline is not a method; d was not scored
+    pairwise["c_vs_b"]["f1"]["significant"] = True
+    assert frontier.best(rows, pairwise) == ["b"]
+    empty = {cost: {"front": []} for cost, _ in frontier.COSTS}
+    assert frontier.verdict({"baseline": {"f1": 0.2}}, {}, empty) == {
+        "best_f1": "none", "front_train_seconds": "none", "front_peak_memory_mb": "none"}
 
 
 def test_dominance_rule():

@@ -17,6 +17,10 @@ from ftbench.params import Params
 from ftbench.resources import ResourceMonitor, environment, latency_stats
 
 TEST_SPLIT = Path("data/processed/test.jsonl")
+#: The run's DVC metric (dvc.yaml ``metrics:``): only the figures a person compares across experiments, so that
+#: ``dvc exp show`` stays readable; eval.json beside it keeps everything else (CIs, inference cost, environment).
+QUALITY_JSON = "quality.json"
+QUALITY_KEYS: tuple[str, ...] = ("f1", "em", "bleu", "rougeL", "bertscore")
 #: Fewer single-example runs than this and a 95th percentile is just the largest of them (with 8 runs, numpy's
 #: linear p95 is 0.35 of the way from the 7th to the 8th): report the maximum under its own name instead.
 MIN_P95_SAMPLES = 20
@@ -28,6 +32,11 @@ def latency_summary(seconds: Sequence[float]) -> dict:
     if len(seconds) < MIN_P95_SAMPLES:
         stats["latency_p95_s"] = None
     return {**stats, "latency_max_s": max(seconds) if seconds else None, "latency_examples": len(seconds)}
+
+
+def quality_metrics(result: dict) -> dict:
+    """quality.json from an eval.json: the point estimates of :data:`QUALITY_KEYS` (null when not scored)."""
+    return {k: result.get(k) for k in QUALITY_KEYS}
 
 
 def bertscore_source(params: Params) -> tuple[str | None, str | None]:
@@ -42,7 +51,8 @@ def bertscore_source(params: Params) -> tuple[str | None, str | None]:
 
 def evaluate(load: Callable[[], tuple[Any, Any]], params: Params, *, device: str, identity: dict,
              out_dir: Path, predictions_path: Path) -> dict:
-    """Load a model with ``load()``, answer the test split, write ``out_dir/eval.json`` and predictions.
+    """Load a model with ``load()``, answer the test split, write ``out_dir/eval.json``, ``out_dir/quality.json``
+    (its DVC metric) and predictions.
 
     Loading and generation run under a :class:`ResourceMonitor`: its figures are the inference cost,
     and its time series goes to ``out_dir/eval_timeseries.csv``. ``timing_s`` says where the stage's time
@@ -97,4 +107,5 @@ def evaluate(load: Callable[[], tuple[Any, Any]], params: Params, *, device: str
     result["timing_s"] = {"load": loaded - started, "generation": generated - loaded - probe, "latency_probe": probe,
                           "scoring": scored - generated, "total": time.perf_counter() - started}
     write_json(out_dir / "eval.json", result)
+    write_json(out_dir / QUALITY_JSON, quality_metrics(result))
     return result

@@ -56,8 +56,9 @@ HOW_TO_RATE = [
     ("Start the compare app (then open http://127.0.0.1:7860)", START_COMMAND),
     ("In the Rate (blind) tab, enter your name, pick a model and vote on pairs of answers (A better / B better / "
      "tie / both bad); the runs are named after each vote", None),
-    ("Votes are appended to data/human/votes.jsonl; commit them and rerun the pipeline (then dvc metrics diff "
-     "shows the human scores moving)", "git add data/human/votes.jsonl && dvc repro"),
+    ("Votes are appended to data/human/votes.jsonl; commit them and rerun the pipeline (then "
+     "dvc metrics diff --targets metrics/human.json shows the human scores moving)",
+     "git add data/human/votes.jsonl && dvc repro"),
 ]
 
 

@@ -22,6 +22,7 @@ rebuilds exactly the trained model (LoRA merged into the weights, which generate
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,31 @@ def _lora_config(cfg: LoraParams | LoraAllParams, *, dora: bool = False) -> Any:
                       use_dora=dora, task_type="CAUSAL_LM")
 
 
-def quantization_config(cfg: QLoraParams, device: str) -> Any:
+def _compute_dtype(cfg: QLoraParams, device: str) -> torch.dtype:
+    if cfg.compute_dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, cfg.compute_dtype)
+
+
+def quantization_config(cfg: QLoraParams, device: str, *, fsdp_dtype: torch.dtype | None = None) -> Any:
+    """bitsandbytes' config for ``methods.qlora``. Under FSDP (``fsdp_dtype``: the dtype the rest of the model
+    is loaded in) the 4-bit weights are packed in that dtype unless ``quant_storage`` says otherwise: FSDP
+    flattens a block's weights into one tensor of one float dtype (peft's FSDP-QLoRA recipe)."""
     from transformers import BitsAndBytesConfig
 
     if cfg.bits == 4:
         if cfg.quant_type not in ("nf4", "fp4"):
             raise ConfigError(f"methods.qlora.quant_type '{cfg.quant_type}' is not a 4-bit type", fix="use nf4 or fp4")
-        compute = (torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32) \
-            if cfg.compute_dtype == "auto" else getattr(torch, cfg.compute_dtype)
+        compute = _compute_dtype(cfg, device)
+        storage = {"auto": fsdp_dtype or torch.uint8, "uint8": torch.uint8}.get(cfg.quant_storage) \
+            or getattr(torch, cfg.quant_storage)
+        if fsdp_dtype is not None and storage != fsdp_dtype:
+            raise ConfigError(f"methods.qlora.quant_storage is {cfg.quant_storage} but FSDP needs the 4-bit weights "
+                              f"packed in the model's dtype ({str(fsdp_dtype).removeprefix('torch.')})",
+                              fix="set methods.qlora.quant_storage: auto")
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quant_type,
-                                  bnb_4bit_use_double_quant=cfg.double_quant, bnb_4bit_compute_dtype=compute)
+                                  bnb_4bit_use_double_quant=cfg.double_quant, bnb_4bit_compute_dtype=compute,
+                                  bnb_4bit_quant_storage=storage)
     if cfg.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ConfigError(f"methods.qlora.bits is {cfg.bits}", fix="use 4 (NF4 QLoRA) or 8 (LLM.int8)")
@@ -90,10 +106,11 @@ def _lora_all(name: str, spec: ModelSpec, cfg: LoraAllParams, dtype: torch.dtype
     return get_peft_model(load_model(name, spec, dtype=dtype, device=device), _lora_config(cfg))
 
 
-def _qlora(name: str, spec: ModelSpec, cfg: QLoraParams, dtype: torch.dtype, device: str) -> Any:
+def _qlora(name: str, spec: ModelSpec, cfg: QLoraParams, dtype: torch.dtype, device: str, fsdp: bool = False) -> Any:
     from peft import get_peft_model
 
-    model = load_model(name, spec, dtype=dtype, device=device, quantization_config=quantization_config(cfg, device))
+    model = load_model(name, spec, dtype=dtype, device=device,
+                       quantization_config=quantization_config(cfg, device, fsdp_dtype=dtype if fsdp else None))
     _check_targets(model, cfg, "qlora")
     # No prepare_model_for_kbit_training: it upcasts every unquantised frozen weight (embeddings, norms,
     # head) to fp32 and turns checkpointing on, which would give QLoRA another regime than LoRA. What
@@ -209,9 +226,11 @@ def _checkpoint_activations(model: Any) -> None:
 
 
 def prepare(method: str, name: str, spec: ModelSpec, cfg: Any, *, dtype: torch.dtype, device: str,
-            trainable_dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False) -> Any:
+            trainable_dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False,
+            fsdp: bool = False) -> Any:
     """The model with exactly the parameters ``method`` trains set to ``requires_grad``, in the common
-    regime: frozen weights in ``dtype``, trainable ones in ``trainable_dtype``, checkpointing as asked."""
+    regime: frozen weights in ``dtype``, trainable ones in ``trainable_dtype``, checkpointing as asked.
+    ``fsdp``: the model will be sharded by FSDP (QLoRA packs its 4-bit weights in a float dtype then)."""
     if method not in _BUILDERS:
         raise ConfigError(f"unknown method '{method}'", fix=f"use one of {', '.join(_BUILDERS)}")
     if method == "qlora" and device == "mps":
@@ -225,7 +244,7 @@ def prepare(method: str, name: str, spec: ModelSpec, cfg: Any, *, dtype: torch.d
         # what train.json's trainable_dtype records. bfloat16 halves that, at the cost of updates
         # smaller than a weight's last bit being lost.
         dtype = trainable_dtype
-    model = _BUILDERS[method](name, spec, cfg, dtype, device)
+    model = _BUILDERS[method](name, spec, cfg, dtype, device, **({"fsdp": fsdp} if method == "qlora" else {}))
     _keep_trainable_in(model, trainable_dtype, dtype)
     if gradient_checkpointing:
         _checkpoint_activations(model)
@@ -249,13 +268,41 @@ def count_trainable(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def save_trained(model: Any, method: str, out: Path, meta: dict) -> None:
-    """Write only what the method must ship: the adapter, or the tuned blocks' weights."""
+def adapter_state(model: Any, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What peft writes to adapter_model.safetensors, selected from ``weights`` by name.
+
+    peft finds adapter weights by walking the model's modules, whose names FSDP changes; this selects them
+    by the names peft gives them instead (``….lora_A.<adapter>.weight`` → ``….lora_A.weight``, DoRA's
+    magnitude without ``.weight``). Tested equal to peft's own output on an unwrapped model.
+    """
+    name = model.active_adapter
+    out = {}
+    for key, tensor in weights.items():
+        if ".lora_" not in key or f".{name}." not in key:
+            continue
+        if key.endswith(f"lora_magnitude_vector.{name}.weight"):
+            key = key.removesuffix(".weight")
+        out[key.replace(f".{name}", "")] = tensor
+    return out
+
+
+def save_trained(model: Any, method: str, out: Path, meta: dict, trained: dict | None = None) -> None:
+    """Write only what the method must ship: the adapter, or the tuned blocks' weights.
+
+    ``trained``: the trained weights by name, whole, when the model's own parameters are shards (FSDP,
+    ZeRO-3: gathered by ``Dist.full_state_dict``); what ships is then taken from it.
+    """
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     if method in ADAPTER_METHODS:
-        model.save_pretrained(out)
+        if trained is None:
+            model.save_pretrained(out)
+        else:
+            save_file({k: v.contiguous().cpu() for k, v in adapter_state(model, trained).items()},
+                      out / "adapter_model.safetensors", metadata={"format": "pt"})
+            config = dataclasses.replace(model.peft_config[model.active_adapter], inference_mode=True)  # as peft saves
+            config.save_pretrained(out)
         # peft keeps target_modules as a set, so its saved order follows the hash seed; sort it so that
         # the same training gives the same bytes (and the same DVC hash).
         config_path = out / "adapter_config.json"
@@ -264,8 +311,8 @@ def save_trained(model: Any, method: str, out: Path, meta: dict) -> None:
             config["target_modules"] = sorted(config["target_modules"])
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     else:  # top_layer: its blocks; full: every weight (named_parameters lists a tied head once)
-        state = {n: t.contiguous().cpu() for n, t in trainable_state(model).items()}
-        save_file(state, out / TOP_LAYER_FILE)
+        state = trainable_state(model) if trained is None else trained
+        save_file({n: t.contiguous().cpu() for n, t in state.items()}, out / TOP_LAYER_FILE)
     (out / "ftbench.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 

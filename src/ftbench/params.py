@@ -271,9 +271,11 @@ class QLoraParams(LoraParams):
     quant_type: str = "nf4"
     double_quant: bool = True
     compute_dtype: str = "auto"
+    quant_storage: str = "auto"
 
     rules: ClassVar[dict[str, Rule]] = {**LoraParams.rules, "bits": one_of(4, 8), "quant_type": one_of("nf4", "fp4"),
-                                        "compute_dtype": one_of("auto", *DTYPES)}
+                                        "compute_dtype": one_of("auto", *DTYPES),
+                                        "quant_storage": one_of("auto", "uint8", *DTYPES)}
 
 
 @dataclass
@@ -342,8 +344,12 @@ class TrainParams:
     gradient_checkpointing: bool = False
     trainable_dtype: str = "float32"
     group_by_length: bool = True
+    launcher: str = "none"
+    accelerate_config: str | None = None
+    num_processes: int | None = None
 
     rules: ClassVar[dict[str, Rule]] = {
+        "launcher": one_of("none", "accelerate", "torchrun"), "num_processes": at_least(1),
         "epochs": above(0), "lr": above(0), "batch_size": at_least(1), "grad_accum": at_least(1),
         "max_seq_len": at_least(16, why="room for a prompt and its answer"), "warmup_ratio": fraction(),
         "weight_decay": at_least(0), "log_every": at_least(1), "checkpoint_every": at_least(0, why="0 turns it off"),

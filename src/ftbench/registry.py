@@ -150,7 +150,9 @@ def base_param_count(config: Any) -> int:
 
 def pick_device(requested: str = "auto") -> str:
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        from ftbench.devices import auto_device  # devices imports resources, which imports this module
+
+        return auto_device()
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device is '{requested}' but no CUDA GPU is visible", fix="set run.device: auto")
     return requested

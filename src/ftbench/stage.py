@@ -60,8 +60,12 @@ class ModelRun:
         return "baseline" if self.method is None else run_name(self.method, self.seed)
 
 
-def model_run(description: str, *, tuned: bool) -> ModelRun:
-    """Parse ``--model`` (and ``--method --seed`` for a tuned run) and resolve them against params.yaml."""
+def model_run(description: str, *, tuned: bool, before_device: Callable[[Params], None] | None = None) -> ModelRun:
+    """Parse ``--model`` (and ``--method --seed`` for a tuned run) and resolve them against params.yaml.
+
+    ``before_device`` runs once params are read and before a device is picked (``run.device: auto`` may lock
+    a GPU): the train stage hands itself to its launcher there, so the waiting parent holds no GPU.
+    """
     from ftbench.registry import pick_device, pick_dtype  # imports torch: only model stages pay for it
 
     p = parser(description)
@@ -71,6 +75,8 @@ def model_run(description: str, *, tuned: bool) -> ModelRun:
         p.add_argument("--seed", type=int, required=True, help="training seed (an entry of run.seeds)")
     args = p.parse_args()
     params = load_params(args.params)
+    if before_device is not None:
+        before_device(params)
     device = pick_device(params.run.device)
     return ModelRun(params=params, model=args.model, spec=params.model(args.model), device=device,
                     dtype=pick_dtype(params.train.dtype, device), method=args.method if tuned else None,

@@ -11,7 +11,9 @@ An explicit loop keeps visible what the comparison depends on:
 - tokens/s counts non-padding tokens, and time, tokens and samples are carried across a resume;
 - checkpoints hold everything needed to resume bit-for-bit on the CPU (trainable weights,
   optimiser, scheduler, RNG state, progress), and a fingerprint of the data and of every parameter
-  that changes the batches or the loss, so a stale checkpoint is never resumed.
+  that changes the batches or the loss, so a stale checkpoint is never resumed;
+- several processes (DDP / FSDP / DeepSpeed through accelerate, :mod:`ftbench.distributed`) run the same
+  loop: each takes its share of every global micro-batch, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ftbench.distributed import Dist
 from ftbench.io import ConfigError, DataError, write_json
 from ftbench.params import TrainParams
 from ftbench.prompts import fit_context, render_prompt
@@ -196,6 +199,20 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     return total, n
 
 
+class AnswerLoss(torch.nn.Module):
+    """:func:`answer_loss` as a module, so that DDP / FSDP / DeepSpeed wrap the forward pass that runs."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._no_split_modules = getattr(base, "_no_split_modules", None)  # FSDP wraps these blocks one by one
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return answer_loss(self.model, {"input_ids": input_ids, "attention_mask": attention_mask,
+                                        "labels": labels})[0]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -214,7 +231,9 @@ def fingerprint(*, model: dict, method: str, method_cfg: dict, train: TrainParam
     they are listed too so that a mismatch is readable in the checkpoint."""
     return {"model": model, "method": method, "method_config": method_cfg, "train": asdict(train),
             "prompt_style": prompt_style, "system_prompt": system_prompt, "seed": seed, "lr": lr,
-            "device": device, "dtype": str(dtype), "n_train": len(data), "train_data_sha256": data_hash(data)}
+            # the device type, not its index: run.device auto may resume a run on another GPU of the machine
+            "device": torch.device(device).type, "dtype": str(dtype), "n_train": len(data),
+            "train_data_sha256": data_hash(data)}
 
 
 @dataclass
@@ -229,10 +248,13 @@ class TrainResult:
     final_loss: float | None
     resumed_from_step: int | None
     energy_before_resume_j: float | None = None  # energy the crashed attempts used (None: not measured)
+    world_size: int = 1        # processes that trained (each on its share of every global micro-batch)
+    global_batch: int = 0      # examples per optimizer step, all processes together
 
 
 class Checkpointer:
-    """Resumable state in a directory DVC persists across runs but never caches.
+    """Resumable state in a directory DVC persists across runs (``persist: true``); what it caches is the
+    completion marker a finished run leaves, so a clone's ``dvc pull`` finds the stage up to date.
 
     ``state.pt`` is replaced atomically; ``config`` (see :func:`fingerprint`) guards against resuming
     a different run.
@@ -257,10 +279,6 @@ class Checkpointer:
         tmp = self.dir / "state.pt.tmp"
         torch.save({**state, "config_hash": self.hash}, tmp)
         tmp.replace(self.dir / "state.pt")
-        if os.environ.get("FTBENCH_KILL_AT_STEP") == str(state.get("step")):
-            # Crash drill for the resume test and for users checking their setup: a real SIGKILL
-            # (what an OOM-killer or a pre-empted node does), right after this checkpoint is on disk.
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def finish(self) -> None:
         """Drop the resumable state; keep a marker so the (persisted) directory still exists."""
@@ -269,25 +287,49 @@ class Checkpointer:
         write_json(self.dir / "status.json", {"complete": True, "config_hash": self.hash})
 
 
+def crash_drill(step: int, rank: int) -> None:
+    """``FTBENCH_KILL_AT_STEP=N`` (and ``FTBENCH_KILL_RANK=r``, default 0): SIGKILL rank r right after the
+    step-N checkpoint is on disk; what an OOM-killer or a pre-empted node does, for the resume tests and
+    for users checking their setup."""
+    if os.environ.get("FTBENCH_KILL_AT_STEP") == str(step) and os.environ.get("FTBENCH_KILL_RANK", "0") == str(rank):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[int]], *, pad_id: int,
-                    device: str) -> dict:
+                    device: str, dist: Dist | None = None) -> dict:
     """Forward and backward of one optimizer step's micro-batches; gradients accumulate in ``.grad``.
 
     Every micro-batch's summed loss is divided by the labelled tokens of the whole step, so the
     accumulated gradient is that of one batch holding all of them (not a mean of per-batch means,
     which weighs a token of a short-answer batch more). Returns the step's loss (the same
     token-weighted mean) and its token and sample counts.
+
+    ``model`` is a causal LM, an :class:`AnswerLoss`, or (``dist`` active) the one ``dist`` wrapped. With
+    several processes each micro-batch is a global one: this rank takes every ``world_size``-th example,
+    the gradient is scaled by ``world_size`` to undo the all-reduce's mean, and the counts returned are
+    summed over ranks.
     """
+    dist = dist or Dist()
     n_step = sum(data[i].n_labels for b in micro_batches for i in b)
-    done = {"loss": 0.0, "tokens": 0, "answer_tokens": n_step, "samples": 0}
-    for b in micro_batches:
-        batch = {k: v.to(device) for k, v in collate([data[i] for i in b], pad_id).items()}
-        loss_sum, _ = answer_loss(model, batch)
-        (loss_sum / max(n_step, 1)).backward()
-        done["loss"] += float(loss_sum.detach()) / max(n_step, 1)
-        done["tokens"] += int(batch["attention_mask"].sum())
-        done["samples"] += len(b)
-    return done
+    done = {"loss": 0.0, "tokens": 0, "samples": 0}
+    forward = model if dist.active or isinstance(model, AnswerLoss) else AnswerLoss(model)
+    for j, b in enumerate(micro_batches):
+        mine, weight = b[dist.rank::dist.world_size], 1.0
+        if not mine:  # fewer examples than ranks: this rank still joins the all-reduce, with a zero gradient
+            mine, weight = b[:1], 0.0
+        batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad_id).items()}
+        with dist.no_sync(model, skip=j < len(micro_batches) - 1):
+            loss_sum = forward(**batch)
+            loss = loss_sum / max(n_step, 1)
+            if dist.world_size > 1:
+                loss = loss * (dist.world_size * weight)
+            dist.backward(loss)
+        done["loss"] += weight * float(loss_sum.detach()) / max(n_step, 1)
+        done["tokens"] += weight * int(batch["attention_mask"].sum())
+        done["samples"] += weight * len(mine)
+    done = dist.sum(done)
+    return {"loss": done["loss"], "tokens": int(done["tokens"]), "answer_tokens": n_step,
+            "samples": int(done["samples"])}
 
 
 # Counters a checkpoint carries, so that a resumed run reports the whole run's figures.
@@ -296,96 +338,134 @@ _PROGRESS = ("step", "tokens", "answer_tokens", "samples", "seconds")
 
 def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed: int, pad_id: int, device: str,
           checkpointer: Checkpointer | None = None, log: Callable[[int, dict], None] | None = None,
-          energy_j: Callable[[], float | None] | None = None) -> TrainResult:
+          energy_j: Callable[[], float | None] | None = None, dist: Dist | None = None) -> TrainResult:
     """Train the parameters of ``model`` that require grad; return what the cost report needs.
 
     ``energy_j`` reads the energy this process has used so far (``ResourceMonitor.energy_so_far_j``); each
-    checkpoint stores it, added to what earlier attempts used, so that a resumed run reports the energy of
-    the whole run and not only of its last attempt (``TrainResult.energy_before_resume_j``).
+    checkpoint stores it (summed over ranks), added to what earlier attempts used, so that a resumed run
+    reports the energy of the whole run and not only of its last attempt (``TrainResult.energy_before_resume_j``).
+
+    With several processes (``dist``), ``cfg.batch_size`` is per process: the plan is cut into global
+    micro-batches of ``batch_size × world_size``, only rank 0 logs and writes checkpoints, and the wrapped
+    model is left in ``dist.wrapped`` (FSDP's full parameters are gathered through it to save the result).
     """
     from transformers import get_linear_schedule_with_warmup
 
     if not data:
         raise DataError("no training example is left after encoding",
                         fix="check data/processed/train.jsonl and train.max_seq_len")
+    dist = dist or Dist()
     seed_everything(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    wrapped, optimizer = dist.wrap(AnswerLoss(model), lambda ps: torch.optim.AdamW(ps, lr=lr,
+                                                                                   weight_decay=cfg.weight_decay), cfg)
+    dist.wrapped = wrapped
+    params = [p for p in wrapped.parameters() if p.requires_grad]
     lengths = [len(e.input_ids) for e in data]
-    plan = batch_plan(lengths, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=seed,
-                      group_by_length=cfg.group_by_length)
+    global_bs = cfg.batch_size * dist.world_size
+    plan = batch_plan(lengths, batch_size=global_bs, epochs=cfg.epochs, seed=seed, group_by_length=cfg.group_by_length)
     steps = [plan[i:i + cfg.grad_accum] for i in range(0, len(plan), cfg.grad_accum)]
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    per_epoch = math.ceil(len(data) / global_bs)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * len(steps)), len(steps))
+    # whole trainable weights by name, for checkpoints (sharded backends checkpoint through accelerate)
+    named = {} if dist.sharded else {n: p for n, p in dist.unwrap(wrapped).model.named_parameters() if p.requires_grad}
 
     progress = dict.fromkeys(_PROGRESS, 0)
     progress["seconds"] = 0.0
     resumed, energy_before = None, 0.0
     state = checkpointer.load() if checkpointer else None
     if state is not None:
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, t in state["trainable"].items():
-                named[n].copy_(t.to(named[n].device, named[n].dtype))
-        optimizer.load_state_dict(state["optimizer"])
+        if dist.sharded:
+            dist.load_sharded(checkpointer.dir, state["sharded"])
+        else:
+            with torch.no_grad():
+                for n, t in state["trainable"].items():
+                    named[n].copy_(t.to(named[n].device, named[n].dtype))
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state.get("rng_cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        random.setstate(state["rng_py"])
+        rng = state["rng_ranks"][dist.rank] if "rng_ranks" in state else state
+        torch.set_rng_state(rng["rng_cpu"])
+        if rng.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["rng_cuda"])
+        random.setstate(rng["rng_py"])
         progress = {k: state[k] for k in _PROGRESS}
         resumed = progress["step"]
         energy_before = state.get("energy_j")
 
-    model.train()
+    wrapped.train()
     loss_value = None
     start = time.perf_counter() - progress["seconds"]  # the clock goes on from where the checkpoint left it
     for micro_batches in steps[progress["step"]:]:
-        done = accumulate_step(model, data, micro_batches, pad_id=pad_id, device=device)
+        done = accumulate_step(wrapped, data, micro_batches, pad_id=pad_id, device=device, dist=dist)
         for k in ("tokens", "answer_tokens", "samples"):
             progress[k] += done[k]
         if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            dist.clip_grad_norm_(wrapped, params, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         progress["step"] += 1
         loss_value = done["loss"]
         last = progress["step"] == len(steps)
-        if log and (progress["step"] % cfg.log_every == 0 or last):
+        if log and dist.is_main and (progress["step"] % cfg.log_every == 0 or last):
             log(progress["step"], {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                    "epoch": progress["samples"] / len(data)})
         if checkpointer and cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0 and not last:
             progress["seconds"] = time.perf_counter() - start
-            now = energy_j() if energy_j else None
-            checkpointer.save({
-                "energy_j": None if now is None or energy_before is None else energy_before + now,
-                "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng_cpu": torch.get_rng_state(), "rng_py": random.getstate(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                **progress,
-            })
+            _checkpoint(checkpointer, dist, named, optimizer, scheduler, progress, energy_before, energy_j)
+            crash_drill(progress["step"], dist.rank)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    model.eval()
+    wrapped.eval()
     ran = plan[:sum(len(s) for s in steps[:progress["step"]])]
     return TrainResult(steps=progress["step"], epochs=len(ran) / per_epoch, train_tokens=progress["tokens"],
                        answer_tokens=progress["answer_tokens"], samples=progress["samples"], train_seconds=seconds,
                        padding_fraction=padding_fraction(lengths, ran), final_loss=loss_value,
-                       resumed_from_step=resumed, energy_before_resume_j=energy_before if resumed is not None else 0.0)
+                       resumed_from_step=resumed, energy_before_resume_j=energy_before if resumed is not None else 0.0,
+                       world_size=dist.world_size, global_batch=global_bs * cfg.grad_accum)
+
+
+def _rng_state() -> dict:
+    return {"rng_cpu": torch.get_rng_state(), "rng_py": random.getstate(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _checkpoint(checkpointer: Checkpointer, dist: Dist, named: dict, optimizer: Any, scheduler: Any, progress: dict,
+                energy_before: float | None, energy_j: Callable[[], float | None] | None) -> None:
+    """Write a resumable checkpoint: rank 0 alone writes state.pt; a sharded backend's shards come from every
+    rank through accelerate. Every rank waits until it is on disk, so a rank killed after it loses nothing."""
+    ranks = dist.gather(energy_j() if energy_j else None)
+    now = None if any(e is None for e in ranks) else sum(ranks)
+    rngs = dist.gather(_rng_state())
+    sharded = dist.save_sharded(checkpointer.dir, progress["step"]) if dist.sharded else None
+    if dist.is_main:
+        weights = {"sharded": sharded} if sharded else {
+            "trainable": {n: p.detach().cpu() for n, p in named.items()}, "optimizer": optimizer.state_dict()}
+        checkpointer.save({
+            "energy_j": None if now is None or energy_before is None else energy_before + now,
+            **weights, "scheduler": scheduler.state_dict(),
+            **(rngs[0] if dist.world_size == 1 else {"rng_ranks": rngs}), **progress,
+        })
+    dist.barrier()
+    if sharded:
+        dist.drop_sharded(checkpointer.dir, keep=sharded)
 
 
 @torch.no_grad()
-def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, device: str) -> float | None:
-    """Mean answer-token loss on held-out pairs (validation), weighted by token count."""
+def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, device: str,
+              dist: Dist | None = None) -> float | None:
+    """Mean answer-token loss on held-out pairs (validation), weighted by token count.
+
+    With several processes every rank computes it through the wrapped model (FSDP gathers its shards in
+    the wrapped forward), on all the pairs: the same value everywhere, no gathering needed.
+    """
+    forward = dist.wrapped if dist is not None and dist.wrapped is not None else AnswerLoss(model)
+    forward.eval()
     total, count = 0.0, 0
     for i in range(0, len(data), batch_size):
         batch = {k: v.to(device) for k, v in collate(data[i:i + batch_size], pad_id).items()}
-        loss_sum, n = answer_loss(model, batch)
-        total += float(loss_sum)
-        count += n
+        total += float(forward(**batch))
+        count += int((batch["labels"][:, 1:] != IGNORE).sum())
     return total / count if count else None
 
 

@@ -13,6 +13,7 @@ from ftbench.io import atomic_dir, write_bytes, write_json, write_text
 from ftbench.params import Params
 from ftbench.report.charts import build_charts
 from ftbench.report.compare import ALPHA, compare, models_of, rows_of
+from ftbench.report.frontier import verdict
 from ftbench.report.html import render_html
 from ftbench.report.runs import Runs, load_data_summary, load_runs
 from ftbench.report.tables import (
@@ -28,6 +29,9 @@ from ftbench.report.tables import (
 COMPARISON_JSON = Path("metrics/comparison.json")
 COMPARISON_CSV = Path("metrics/comparison.csv")
 COMPARISON_MD = Path("metrics/comparison.md")
+#: The study's DVC metric (dvc.yaml ``metrics:``): the verdict in a few strings per model. comparison.json holds
+#: every figure behind it but is a plain output: its hundreds of leaves would bury ``dvc exp show``.
+VERDICT_JSON = Path("metrics/verdict.json")
 PLOTS_DIR = Path("plots")
 IMAGES_DIR = PLOTS_DIR / "images"  # a directory DVC renders as image plots (dvc.yaml: resource_report plots)
 HTML_REPORT = Path("reports/index.html")
@@ -50,9 +54,16 @@ def write_plots(comparison: dict, charts: dict[str, bytes]) -> None:
             write_bytes(tmp / name, data)
 
 
+def verdict_metrics(comparison: dict) -> dict[str, dict[str, str]]:
+    """metrics/verdict.json: ``{model: verdict}`` (:func:`ftbench.report.frontier.verdict`)."""
+    return {model: verdict(comparison[model], comparison["pairwise"][model], comparison["frontier"][model])
+            for model in models_of(comparison)}
+
+
 def build(params: Params) -> dict[str, Any]:
     """The whole resource_report stage, in the current directory: read every run that ``params.run``
-    lists, compare, and write metrics/comparison.*, plots/ and reports/index.html. Returns the comparison."""
+    lists, compare, and write metrics/comparison.*, metrics/verdict.json, plots/ and reports/index.html.
+    Returns the comparison."""
     runs = load_runs(params)
     data = load_data_summary()
     n_resamples = params.eval.bootstrap_resamples
@@ -62,6 +73,7 @@ def build(params: Params) -> dict[str, Any]:
     charts = build_charts(runs, comparison)
     write_plots(comparison, charts)
     write_json(COMPARISON_JSON, comparison)
+    write_json(VERDICT_JSON, verdict_metrics(comparison))
     write_text(COMPARISON_CSV, csv_text(comparison_csv_columns(), [flat(r) for r in rows_of(comparison)]))
     write_text(COMPARISON_MD, render_markdown(comparison, data, trains, n_resamples=n_resamples, human=human))
     write_text(HTML_REPORT, render_html(comparison, runs, data, trains, charts, n_resamples=n_resamples, human=human))

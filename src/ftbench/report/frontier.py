@@ -71,6 +71,24 @@ def _names(methods: list[str]) -> str:
     return ", ".join(methods) if methods else "none"
 
 
+def best(rows: dict[str, dict], pairwise: dict[str, dict]) -> list[str]:
+    """The tuned method with the highest F1, then every other whose F1 is not significantly lower (Holm):
+    the methods the test split cannot tell apart at the top, in params order."""
+    scored = [m for m in rows if m != "baseline" and rows[m].get(METRIC) is not None]
+    if not scored:
+        return []
+    top = max(scored, key=lambda m: rows[m][METRIC])
+    return [m for m in scored if m == top or not f1_test(pairwise, top, m)["significant"]]
+
+
+def verdict(rows: dict[str, dict], pairwise: dict[str, dict], frontier: dict[str, dict]) -> dict[str, str]:
+    """One model's verdict as a few strings, the study's DVC metric (metrics/verdict.json): the best methods on
+    F1 and the front on each cost axis. Keys end with the per-run metric they rank (``best_f1``,
+    ``front_train_seconds``, ``front_peak_memory_mb``), so the README's ``dvc exp show`` filter keeps both."""
+    return {f"best_{METRIC}": _names(best(rows, pairwise)),
+            **{f"front_{cost}": _names(frontier[cost]["front"]) for cost, _ in COSTS}}
+
+
 def _why(a: str, d: dict, cost_words: str) -> str:
     b = d["by"]
     if d["reason"] == "better":
