@@ -163,6 +163,16 @@ def test_launch_command(tmp_path, monkeypatch):
     assert cmd[5:7] == ["--num_processes", "4"] and cmd[7:] == argv
     with pytest.raises(ConfigError, match="accelerate_config"):
         launch_command(TrainParams(launcher="accelerate", accelerate_config=str(tmp_path / "missing.yaml")), argv)
+    deepspeed = tmp_path / "ds.yaml"
+    deepspeed.write_text("distributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 2}\n")
+    with pytest.raises(ConfigError, match="grad_accum must be 1"):  # in the parent, before any rank loads
+        launch_command(TrainParams(launcher="accelerate", accelerate_config=str(deepspeed), grad_accum=2), argv)
+    (tmp_path / "bad.yaml").write_text("- not\n- a mapping\n")
+    with pytest.raises(ConfigError, match="not an accelerate config"):
+        launch_command(TrainParams(launcher="accelerate", accelerate_config=str(tmp_path / "bad.yaml")), argv)
+    for name in ("ddp", "fsdp", "fsdp-qlora", "deepspeed-zero2", "deepspeed-zero3"):  # the shipped ones parse
+        config = Path(__file__).parents[1] / "configs/accelerate" / f"{name}.yaml"
+        assert launch_command(TrainParams(launcher="accelerate", accelerate_config=str(config)), argv) is not None
     monkeypatch.setenv("WORLD_SIZE", "2")  # inside a launched process: never launch again
     assert launched() and launch_command(TrainParams(launcher="torchrun"), argv) is None
 

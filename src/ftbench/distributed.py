@@ -55,12 +55,29 @@ def launch_command(cfg: TrainParams, argv: list[str]) -> list[str] | None:
         if not config.is_file():
             raise ConfigError(f"train.accelerate_config '{cfg.accelerate_config}' is not a file",
                               fix="name one of configs/accelerate/*.yaml (or your own `accelerate config` file)")
+        _check_config(config, cfg)
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
         if cfg.num_processes:
             cmd += ["--num_processes", str(cfg.num_processes)]
         return [*cmd, *argv]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             str(cfg.num_processes or 1), *argv]
+
+
+def _check_config(config: Path, cfg: TrainParams) -> None:
+    """What the accelerate config cannot run, said once here rather than by every rank after loading."""
+    import yaml
+
+    try:
+        settings = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{config}: not a readable accelerate config ({e})",
+                          fix="write one with `accelerate config --config_file <path>`") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{config}: not an accelerate config (a YAML mapping)", fix="see configs/accelerate/")
+    if settings.get("distributed_type") == "DEEPSPEED" and cfg.grad_accum != 1:
+        raise ConfigError(f"{config} is DeepSpeed, which steps inside backward: train.grad_accum must be 1, "
+                          f"not {cfg.grad_accum}", fix="raise train.batch_size or the number of processes instead")
 
 
 def relaunch(cfg: TrainParams) -> None:

@@ -1,0 +1,82 @@
+"""LoRA training memory against time on the shipped SmolLM2-135M: the same optimizer steps (the default
+length-grouped batches of 8) run three ways, each in a fresh process so that its peak RSS is its own:
+
+- ``batch``: each batch of 8 in one forward/backward (what the pipeline runs by default);
+- ``micro``: each batch as 2 micro-batches of 4 accumulated with token weighting (the same gradients up to
+  float error, the loop's ``accumulate_step``; in params: ``train.batch_size: 4, train.grad_accum: 2``);
+- ``checkpointing``: one forward/backward with activation checkpointing (``train.gradient_checkpointing``).
+
+    python benchmarks/bench_memory.py [--steps 10]
+
+Prints seconds per step (after 2 untimed warm-up steps), peak RSS (``ru_maxrss``) and each mode's ratio to
+``batch``. Run after ``dvc repro format`` (it reads data/processed/train.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from ftbench.io import read_jsonl
+from ftbench.methods import prepare
+from ftbench.params import load_params
+from ftbench.registry import load_tokenizer
+from ftbench.training import accumulate_step, batch_plan, encode_examples
+
+MODES = ("batch", "micro", "checkpointing")
+WARMUP = 2
+
+
+def measure(mode: str, steps: int) -> dict:
+    params = load_params("params.yaml")
+    name = params.run.models[0]
+    spec, t = params.model(name), params.train
+    tok = load_tokenizer(name, spec)
+    data = encode_examples(tok, read_jsonl("data/processed/train.jsonl"), max_seq_len=t.max_seq_len,
+                           style=params.eval.prompt, system_prompt=params.eval.system_prompt, completion_only=True,
+                           counts={})
+    model = prepare("lora", name, spec, params.method("lora"), dtype=torch.float32, device="cpu",
+                    gradient_checkpointing=mode == "checkpointing")
+    model.train()
+    plan = batch_plan([len(e.input_ids) for e in data], batch_size=8, epochs=1, seed=params.seed,
+                      group_by_length=t.group_by_length)
+    start = 0.0
+    for i in range(WARMUP + steps):
+        if i == WARMUP:
+            start = time.perf_counter()
+        b = plan[i % len(plan)]
+        accumulate_step(model, data, [b[:4], b[4:]] if mode == "micro" else [b], pad_id=tok.pad_token_id,
+                        device="cpu")
+        model.zero_grad(set_to_none=True)
+    return {"mode": mode, "s_per_step": (time.perf_counter() - start) / steps,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)  # the child process
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.steps)))
+        return
+    rows = []
+    for mode in MODES:  # one after the other, never two at once
+        out = subprocess.run([sys.executable, __file__, "--one", mode, "--steps", str(args.steps)],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    base = rows[0]
+    print(f"{'mode':<14}{'s/step':>8}{'peak RSS MB':>13}{'time ×':>8}{'memory ×':>10}")
+    for r in rows:
+        print(f"{r['mode']:<14}{r['s_per_step']:>8.2f}{r['peak_rss_mb']:>13.0f}"
+              f"{r['s_per_step'] / base['s_per_step']:>8.2f}{r['peak_rss_mb'] / base['peak_rss_mb']:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
