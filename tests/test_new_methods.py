@@ -11,14 +11,14 @@ import torch
 import yaml
 from conftest import make_project, run
 from test_params import test_every_numeric_knob_has_a_range_and_every_default_passes as check_section
-from test_training import EXAMPLES, SYSTEM, _logits, assert_trains_exactly, cfg
+from test_training import EXAMPLES, SYSTEM, _logits, assert_backward_in_fp32, assert_trains_exactly, cfg
 from test_training import run as train_run
 
 from ftbench.io import ConfigError
 from ftbench.methods import TOP_LAYER_FILE, count_trainable, load_tuned, prepare, save_trained
 from ftbench.params import DoraParams, FullParams, LoraAllParams, ModelSpec, load_params
 from ftbench.registry import base_param_count
-from ftbench.training import IGNORE, answer_loss, collate, encode_examples
+from ftbench.training import collate, encode_examples
 
 NEW = {"dora": DoraParams(dropout=0.0), "lora_all": LoraAllParams(dropout=0.0), "full": FullParams()}
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -64,12 +64,7 @@ def test_every_parameter_trains_or_not_in_the_stated_dtype(request, arch, method
         assert count_trainable(model) == base
     else:
         assert 0 < count_trainable(model) < 0.2 * base
-    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
-             "labels": torch.tensor([[IGNORE, IGNORE, 7, 8]])}
-    loss, n = answer_loss(model, batch)
-    loss.backward()
-    assert n == 2 and torch.isfinite(loss)
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert_backward_in_fp32(model)
 
 
 def test_lora_all_adapts_more_than_lora_and_dora_adds_only_magnitudes(tiny_llama):

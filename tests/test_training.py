@@ -56,6 +56,17 @@ def build(path, method="lora", *, seed=0, **kw):
                    dtype=kw.pop("dtype", torch.float32), device="cpu", **kw)
 
 
+def assert_backward_in_fp32(model) -> None:
+    """One answer-only forward and backward: a finite loss over the 2 labelled positions, and every trainable
+    parameter gets a float32 gradient (its master precision), whatever the dtype of the frozen rest."""
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+             "labels": torch.tensor([[IGNORE, IGNORE, 7, 8]])}
+    loss, n = answer_loss(model, batch)
+    loss.backward()
+    assert n == 2 and torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
 def assert_trains_exactly(model, expected: set[str], frozen: torch.dtype) -> None:
     """Every parameter: trains iff it is in ``expected``; trainable ones in fp32 (the master weights), frozen
     floating-point ones in ``frozen``; and train.json's regime says so (LLaMA-Factory's test_freeze style)."""
@@ -285,13 +296,7 @@ def test_every_parameter_trains_or_not_in_the_stated_dtype(tiny_llama, method, f
     expected = _expected_trainable(model, method)
     assert expected and len(expected) == (8 if method != "top_layer" else 9)  # 2 blocks x q,v x A,B | one block
     assert_trains_exactly(model, expected, frozen)
-    # the fp32 parts run inside the low-precision model, forward and backward
-    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
-             "labels": torch.tensor([[IGNORE, IGNORE, 7, 8]])}
-    loss, n = answer_loss(model, batch)
-    loss.backward()
-    assert n == 2 and torch.isfinite(loss)
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert_backward_in_fp32(model)  # the fp32 parts run inside the low-precision model, forward and backward
 
 
 @pytest.mark.parametrize("bits,layer", [(4, "Linear4bit"), (8, "Linear8bitLt")])
