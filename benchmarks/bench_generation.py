@@ -1,6 +1,6 @@
 """Evaluation throughput: ftbench's batched generation vs a plain ``model.generate`` loop at batch size 1.
 
-    python benchmarks/bench_generation.py [--n 32] [--model smollm2-135m|DIR] [--src OLD/src]
+    python benchmarks/bench_generation.py [--n 32] [--model smollm2-135m|DIR] [--src SRC] [--old-src OLD/src]
 
 Both sides answer the same first ``--n`` questions of data/processed/test.jsonl with the same prompts
 (``ftbench.generation.prompts_for``: eval.prompt, eval.system_prompt, contexts fitted to train.max_seq_len),
@@ -10,7 +10,10 @@ prompts and generating (model load excluded). ftbench's side is
 ``generate_answers`` with eval.batch_size and the latency probe off; the plain side is the loop a user
 would write first. Prints examples/s of each, the ratio, and how many greedy answers differ: batched
 greedy decoding with left padding can flip a near-tie token, so a few differences are expected; many
-would mean the batched path is broken.
+would mean the batched path is broken. A third side, ``unshared``, is ftbench with ``eval.share_prefix``
+off (every prompt prefilled whole): what sharing the same document's prefix buys. ``--old-src`` adds
+ftbench's generation imported from an older checkout (``git worktree add``) as a fourth side: the issue's
+"2x main at 864b65d", measured in the same run.
 Why: evaluation cost is dominated by generation; the issue's target is a ratio measured in one run.
 """
 
@@ -47,23 +50,28 @@ def _prompts(s: Settings, tok: Any, rows: list[dict]) -> list[str]:
                 max_prompt_tokens=s.train.max_seq_len, context_truncation=getattr(s.eval, "context_truncation", None))
 
 
-def _generate_ftbench(s: Settings, model: Any, tok: Any, rows: list[dict], batch_size: int) -> list[str]:
+def _generate_ftbench(s: Settings, model: Any, tok: Any, rows: list[dict], batch_size: int,
+                      share_prefix: bool = True) -> list[str]:
     from ftbench.generation import generate_answers
 
     answers, _ = call(generate_answers, model, tok, rows, style=s.eval.prompt, system_prompt=s.eval.system_prompt,
                       max_new_tokens=s.eval.max_new_tokens, batch_size=batch_size,
                       max_prompt_tokens=s.train.max_seq_len, device=s.device, latency_examples=0,
-                      context_truncation=getattr(s.eval, "context_truncation", None))
+                      context_truncation=getattr(s.eval, "context_truncation", None), share_prefix=share_prefix)
     return answers
 
 
-def side_ftbench(s: Settings, args: argparse.Namespace) -> dict:
+def side_ftbench(s: Settings, args: argparse.Namespace, share_prefix: bool = True) -> dict:
     model, tok = _model(s)
     rows = read_rows("test", args.n)
     _generate_ftbench(s, model, tok, rows[:1], 1)  # untimed warm-up
     start = time.perf_counter()
-    answers = _generate_ftbench(s, model, tok, rows, s.eval.batch_size)
+    answers = _generate_ftbench(s, model, tok, rows, s.eval.batch_size, share_prefix)
     return {"seconds": time.perf_counter() - start, "answers": answers, "batch_size": s.eval.batch_size}
+
+
+def side_unshared(s: Settings, args: argparse.Namespace) -> dict:
+    return side_ftbench(s, args, share_prefix=False)
 
 
 def side_plain(s: Settings, args: argparse.Namespace) -> dict:
@@ -91,7 +99,7 @@ def side_plain(s: Settings, args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - start, "answers": answers, "batch_size": 1}
 
 
-SIDES = {"ftbench": side_ftbench, "plain": side_plain}
+SIDES = {"ftbench": side_ftbench, "unshared": side_unshared, "plain": side_plain}
 
 
 def main() -> None:
@@ -99,6 +107,7 @@ def main() -> None:
     add_common_args(ap)
     ap.add_argument("--n", type=int, default=32, help="first N questions of data/processed/test.jsonl")
     ap.add_argument("--show", type=int, default=3, help="differing answers to print")
+    ap.add_argument("--old-src", help="also run ftbench's generation from this older src/ (same questions)")
     args = ap.parse_args()
     if args.n < 1:
         ap.error("--n must be positive")
@@ -112,7 +121,12 @@ def main() -> None:
 
     resolve(s.name, s.spec)  # materialise a GGUF model once, before either side is timed
     argv = ["--n", str(args.n), *forwarded(args, ["model", "src", "threads", "params"])]
-    results = {side: run_side(__file__, side, argv) for side in ("ftbench", "plain")}
+    results = {side: run_side(__file__, side, argv) for side in ("ftbench", "unshared", "plain")}
+    if args.old_src:
+        old_argv = list(argv)
+        if "--src" in old_argv:
+            del old_argv[old_argv.index("--src"):old_argv.index("--src") + 2]
+        results["old"] = run_side(__file__, "ftbench", [*old_argv, "--src", args.old_src])
     n = len(results["ftbench"]["answers"])
     print(f"greedy generation on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); {n} test questions, "
           f"max_new_tokens {s.eval.max_new_tokens}, prompt {s.eval.prompt}")
@@ -121,12 +135,16 @@ def main() -> None:
     for side, r in results.items():
         r["examples_per_s"] = n / r["seconds"]
         print(f"{side:<8} {r['batch_size']:>5} {r['seconds']:>8.1f} {r['examples_per_s']:>10.2f}")
-    a, b = results["ftbench"], results["plain"]
-    print(f"ratio ftbench/plain: examples/s {a['examples_per_s'] / b['examples_per_s']:.2f}x")
-    differ = [i for i, (x, y) in enumerate(zip(a["answers"], b["answers"], strict=True)) if x != y]
-    print(f"greedy answers differing: {len(differ)} of {n}")
-    for i in differ[:args.show]:
-        print(f"  #{i}: ftbench {a['answers'][i]!r} | plain {b['answers'][i]!r}")
+    a = results["ftbench"]
+    for other in results:
+        if other == "ftbench":
+            continue
+        b = results[other]
+        differ = [i for i, (x, y) in enumerate(zip(a["answers"], b["answers"], strict=True)) if x != y]
+        print(f"ratio ftbench/{other}: examples/s {a['examples_per_s'] / b['examples_per_s']:.2f}x; "
+              f"greedy answers differing: {len(differ)} of {n}")
+        for i in differ[:args.show]:
+            print(f"  #{i}: ftbench {a['answers'][i]!r} | {other} {b['answers'][i]!r}")
 
 
 if __name__ == "__main__":

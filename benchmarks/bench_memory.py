@@ -33,7 +33,9 @@ MODES = ("batch", "micro", "checkpointing")
 WARMUP = 2
 
 
-def measure(mode: str, steps: int) -> dict:
+def measure(mode: str, steps: int, *, setup=None) -> dict:
+    """``steps`` timed LoRA forward/backward passes of the default batches after ``WARMUP`` untimed ones;
+    ``setup(model)`` (if given) may replace the model (e.g. ``torch.compile``) before the first step."""
     params = load_params("params.yaml")
     name = params.run.models[0]
     spec, t = params.model(name), params.train
@@ -44,17 +46,20 @@ def measure(mode: str, steps: int) -> dict:
     model = prepare("lora", name, spec, params.method("lora"), dtype=torch.float32, device="cpu",
                     gradient_checkpointing=mode == "checkpointing")
     model.train()
+    run = setup(model) if setup else model
     plan = batch_plan([len(e.input_ids) for e in data], batch_size=8, epochs=1, seed=params.seed,
                       group_by_length=t.group_by_length)
-    start = 0.0
+    start = first = time.perf_counter()
+    warmup_s = 0.0
     for i in range(WARMUP + steps):
         if i == WARMUP:
             start = time.perf_counter()
+            warmup_s = start - first
         b = plan[i % len(plan)]
-        accumulate_step(model, data, [b[:4], b[4:]] if mode == "micro" else [b], pad_id=tok.pad_token_id,
+        accumulate_step(run, data, [b[:4], b[4:]] if mode == "micro" else [b], pad_id=tok.pad_token_id,
                         device="cpu")
         model.zero_grad(set_to_none=True)
-    return {"mode": mode, "s_per_step": (time.perf_counter() - start) / steps,
+    return {"mode": mode, "s_per_step": (time.perf_counter() - start) / steps, "warmup_s": warmup_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

@@ -1,6 +1,7 @@
 """LoRA training throughput: ftbench's loop vs ``transformers.Trainer`` on the same rows and settings.
 
-    python benchmarks/bench_vs_trainer.py [--rows 48|all] [--model smollm2-135m|DIR] [--src OLD/src] [--profile]
+    python benchmarks/bench_vs_trainer.py [--rows 48|all] [--model smollm2-135m|DIR] [--src SRC] [--old-src OLD/src]
+                                          [--profile]
 
 Both sides train ``methods.lora`` with ``train.*`` of params.yaml (lr, batch size, grad_accum, warmup,
 weight decay, clipping, epochs, seed, group_by_length) on the same encoded examples
@@ -11,7 +12,9 @@ reporting, and the model from the same ``ftbench.methods.prepare`` call (same ad
 and trainable dtype; fp32 on the CPU). Printed per side: optimizer steps, samples and
 non-padding tokens trained on, training seconds (the training call only: load and encoding excluded),
 samples/s, tokens/s, peak RSS, last-step and mean loss, torch threads; then the ftbench/Trainer ratios.
-``--profile`` adds a third process: torch.profiler over one optimizer step of ftbench's loop (after one
+``--old-src OLD/src`` adds a third side, ftbench's loop imported from an older checkout (``git worktree add``)
+on the same rows, and prints the new/old ratio too: the issue's "2x main at 864b65d" measured in the same run.
+``--profile`` adds a process: torch.profiler over one optimizer step of ftbench's loop (after one
 untimed step), top ops by self CPU time.
 Why: the issue's target is a ratio to a standard Trainer measured in one run, because absolute timings on
 these shared machines vary up to 2x between days. The two sides draw batches in different orders
@@ -24,6 +27,7 @@ import argparse
 import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -162,6 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(ap)
     ap.add_argument("--rows", default="48", help="first N rows of data/processed/train.jsonl, or 'all'")
+    ap.add_argument("--old-src", help="also run ftbench's loop from this older src/ (a third side, same rows)")
     ap.add_argument("--profile", action="store_true", help="also profile one step of ftbench's loop")
     ap.add_argument("--profile-rows", type=int, default=25, help="ops shown by --profile")
     args = ap.parse_args()
@@ -179,6 +184,11 @@ def main() -> None:
     argv = ["--rows", args.rows, "--profile-rows", str(args.profile_rows),
             *forwarded(args, ["model", "src", "threads", "params"])]
     results = {side: run_side(__file__, side, argv) for side in ("ftbench", "Trainer")}
+    if args.old_src:
+        old_argv = list(argv)
+        if "--src" in old_argv:
+            del old_argv[old_argv.index("--src"):old_argv.index("--src") + 2]
+        results["old"] = run_side(__file__, "ftbench", [*old_argv, "--src", args.old_src])
     t = s.train
     print(f"LoRA r={s.lora.r} on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); "
           f"{results['ftbench']['n_examples']} examples x {t.epochs} epoch(s), batch {t.batch_size} x accum "
@@ -198,6 +208,12 @@ def main() -> None:
     a, b = results["ftbench"], results["Trainer"]
     print(f"ratio ftbench/Trainer: samples/s {a['samples_per_s'] / b['samples_per_s']:.2f}x, "
           f"tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, peak RSS {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x")
+    if "old" in results:
+        o = results["old"]
+        print(f"ratio ftbench/old ({Path(args.old_src).resolve()}): samples/s "
+              f"{a['samples_per_s'] / o['samples_per_s']:.2f}x, tokens/s {a['tokens_per_s'] / o['tokens_per_s']:.2f}x, "
+              f"peak RSS {a['peak_rss_mb'] / o['peak_rss_mb']:.2f}x; old/Trainer samples/s "
+              f"{o['samples_per_s'] / b['samples_per_s']:.2f}x")
     if args.profile:
         prof = run_side(__file__, "profile", argv)
         print(f"\ntorch.profiler: one optimizer step of ftbench's loop ({prof['examples']} examples), "

@@ -72,7 +72,7 @@ def run() -> None:
             result = train(model, train_data, tcfg, lr=lr, seed=r.seed, pad_id=tokenizer.pad_token_id,
                            device=device, checkpointer=checkpointer, log=log, energy_j=energy, dist=dist)
         val_loss = eval_loss(model, val_data, batch_size=params.eval.batch_size, pad_id=tokenizer.pad_token_id,
-                             device=device, dist=dist)
+                             device=device, dist=dist, share_prefix=tcfg.share_prefix)
         if dist.is_main:
             live.log_metric("val/loss", val_loss if val_loss is not None else float("nan"), plot=False)
 

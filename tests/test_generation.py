@@ -159,3 +159,41 @@ def test_eval_json_reports_truncation_latency_count_and_timing(tiny_llama, tmp_p
     predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [p["context_shortened"] for p in predictions] == [False, True, True]
 
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "llama-lora"])
+def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama, tiny_mistral):
+    """The same document's questions prefilled from one copied cache answer exactly as when every prompt is
+    prefilled whole: rows see the same tokens at the same positions (middle padding masked, positions from
+    the cumulative mask). Batch size 3 splits a 4-question document across batches and mixes it with
+    single questions; a wrong cache row, position or mask changes the greedy tokens of a random model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_mistral if arch == "mistral" else tiny_llama
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    torch.manual_seed(1)
+    with torch.no_grad():  # the fixture's 0.02-scale weights answer every prompt with newlines: spread them out
+        for name, weight in model.named_parameters():
+            if "norm" not in name:
+                weight.normal_(0.0, 0.3)
+    if arch == "llama-lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    context = {d: f"Report {d}: the {d} fleet sailed from the northern port on May {i + 3} with {i + 2} frigates."
+               for i, d in enumerate(["alpha", "bravo", "charlie"])}
+    questions = ["Who sailed?", "When did the fleet sail from the port?", "How many frigates?", "From where?"]
+    examples = ([{"instruction": q, "input": context["alpha"]} for q in questions]
+                + [{"instruction": q, "input": context["bravo"]} for q in questions[:2]]
+                + [{"instruction": "Who?", "input": context["charlie"]}, {"instruction": "Say hi.", "input": ""}])
+    prompts = prompts_for(tok, examples, style="chat", system_prompt="Answer briefly.", max_prompt_tokens=200)
+    kwargs = {"max_new_tokens": 6, "batch_size": 3, "max_prompt_tokens": 200, "device": "cpu",
+              "latency_examples": 0}
+    plain, plain_cost = generate(model, tok, prompts, share_prefix=False, **kwargs)
+    shared, shared_cost = generate(model, tok, prompts, share_prefix=True, **kwargs)
+    assert shared == plain
+    assert len(set(plain)) > len(plain) // 2  # varied answers: a sensitive comparison, not eight empty strings
+    assert plain_cost["prompt_tokens_computed"] == plain_cost["prompt_tokens"]
+    assert shared_cost["prompt_tokens"] == plain_cost["prompt_tokens"]
+    assert shared_cost["prompt_tokens_computed"] < 0.85 * shared_cost["prompt_tokens"]  # 292 of 368 tokens

@@ -63,8 +63,9 @@ def train_report(model: Any, result: TrainResult, *, identity: dict, cfg: TrainP
     """The train.json of one run.
 
     Throughput and MFU divide the whole run's tokens by the whole run's loop time (both carried across
-    a resume), and so does energy (each checkpoint stores the energy used so far). FLOPs count the output
-    head only at the labelled positions, where it ran. Memory and power cover this process (with several,
+    a resume), and so does energy (each checkpoint stores the energy used so far). FLOPs count the body at
+    the positions it ran (a shared prompt prefix once per micro-batch) and the output head only at the
+    labelled positions, where it ran; tokens/s counts the examples' tokens (the work, however computed). Memory and power cover this process (with several,
     :func:`combine_ranks` of theirs): after a resume, the part since the resume.
     """
     energy_j = resources.get("energy_j")  # this attempt; add what the attempts before a resume used
@@ -72,7 +73,8 @@ def train_report(model: Any, result: TrainResult, *, identity: dict, cfg: TrainP
         energy_j = None if result.energy_before_resume_j is None else energy_j + result.energy_before_resume_j
     trainable = count_trainable(model)
     total = base_param_count(model.config)
-    flops = training_flops(model, result.train_tokens, result.answer_tokens)
+    # the body ran the computed positions (a shared prefix once per micro-batch), not every example's tokens
+    flops = training_flops(model, result.computed_tokens or result.train_tokens, result.answer_tokens)
     return {
         **identity, "device": resources["device"], "distributed": distributed,
         "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,

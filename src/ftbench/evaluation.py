@@ -69,7 +69,7 @@ def evaluate(load: Callable[[], tuple[Any, Any]], params: Params, *, device: str
         answers, gen_cost = generate(
             model, tokenizer, [p.text for p in prompts], max_new_tokens=params.eval.max_new_tokens,
             batch_size=params.eval.batch_size, max_prompt_tokens=params.train.max_seq_len, device=device,
-            latency_examples=params.eval.latency_examples)
+            latency_examples=params.eval.latency_examples, share_prefix=params.eval.share_prefix)
     generated = time.perf_counter()
     references = [r["output"] for r in rows]
     bs_model, bs_name = bertscore_source(params)

@@ -3,18 +3,26 @@
 Throughput is measured on the batched run (what evaluation costs); latency per example on single-example
 runs (what one user waits), because per-example figures from a padded batch mix the two.
 
+Questions about one document share everything up to the question (system prompt, template, context): with
+``share_prefix`` that common token prefix is computed once per batch and its key/value cache copied to each
+question's row, so only the questions themselves are prefilled per row (:func:`share_groups`). The answers are
+those of the plain batched path up to float rounding (tested), since a row attends to exactly the same tokens
+at the same positions.
+
 Prompts are built without the gold answer: a context over the budget is shortened by a fixed rule
 (``eval.context_truncation``), so evaluation never shows a window chosen to contain the label.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ftbench.prefix import PrefixGroup, share_groups
 from ftbench.prompts import fit_context, render_prompt
 
 
@@ -102,8 +110,12 @@ def _generate(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens:
     out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                          max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
                          pad_token_id=pad)
-    new = out[:, width:]
-    ends = set(stops) | {pad}
+    return _decoded(tokenizer, out[:, width:], stops)
+
+
+def _decoded(tokenizer: Any, new: torch.Tensor, stops: list[int]) -> _Batch:
+    """Answer texts of the generated columns, with the generated-token count (up to each row's first stop)."""
+    ends = set(stops) | {tokenizer.pad_token_id}
     generated = 0
     for row in new.tolist():
         generated += next((i + 1 for i, t in enumerate(row) if t in ends), len(row))
@@ -111,32 +123,119 @@ def _generate(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens:
     return _Batch(texts, generated, new.shape[1])
 
 
+def _shared_batches(groups: list[PrefixGroup], batch_size: int) -> list[list[PrefixGroup]]:
+    """Batches of at most ``batch_size`` rows; a group larger than the room left is split (each part
+    computes the prefix again). Groups are taken in order of prefix length, so a batch's prefixes need little
+    padding."""
+    batches: list[list[PrefixGroup]] = [[]]
+    room = batch_size
+    for g in sorted(groups, key=lambda g: (g.prefix, len(g.members))):
+        members, lengths = list(g.members), list(g.lengths)
+        while members:
+            if room == 0:
+                batches.append([])
+                room = batch_size
+            take = min(room, len(members))
+            batches[-1].append(PrefixGroup(members[:take], g.prefix, lengths[:take]))
+            members, lengths, room = members[take:], lengths[take:], room - take
+    return [b for b in batches if b]
+
+
+def _cache_kwarg(model: Any) -> str:
+    """What this transformers calls the cache argument of ``forward``/``generate`` (``cache`` since 5.x,
+    ``past_key_values`` before)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: list[PrefixGroup],
+                     max_new_tokens: int, stops: list[int], device: str) -> tuple[list[int], _Batch, int]:
+    """Greedy continuation of one batch of prefix groups.
+
+    1. Each group's prefix is prefilled once (left-padded to the longest prefix of the batch) with a cache.
+    2. The cache rows are copied to every member (``batch_select_indices``).
+    3. ``generate`` continues from that cache on the full rows: [pad, prefix | pad, rest of the prompt]. The
+       padding between prefix and rest is masked, and ``generate`` numbers positions by the cumulative
+       attention mask, so each row sees its prompt's tokens at their own positions, as if never split.
+    For a group of one the split point is moved so that its rest is as long as the batch's longest rest
+    (never below one token): nothing is padded in the middle of it.
+    Returns the prompt indices in row order, the batch's answers, and the prompt tokens computed.
+    """
+    pad = tokenizer.pad_token_id
+    rest = max((len(ids[m]) - g.prefix for g in groups if len(g.members) > 1 for m in g.members), default=1)
+    cut = [g.prefix if len(g.members) > 1 else max(1, len(ids[g.members[0]]) - rest) for g in groups]
+    width_p = max(cut)
+    pre_ids = torch.full((len(groups), width_p), pad, dtype=torch.long)
+    pre_mask = torch.zeros((len(groups), width_p), dtype=torch.long)
+    for k, (g, c) in enumerate(zip(groups, cut, strict=True)):
+        pre_ids[k, width_p - c:] = torch.tensor(ids[g.members[0]][:c], dtype=torch.long)
+        pre_mask[k, width_p - c:] = 1
+    key = _cache_kwarg(model)
+    positions = (pre_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=pre_ids.to(device), attention_mask=pre_mask.to(device), position_ids=positions.to(device),
+                use_cache=True, logits_to_keep=1)
+    cache = out.cache if key == "cache" else out.past_key_values
+    rows = [(k, m) for k, g in enumerate(groups) for m in g.members]
+    cache.batch_select_indices(torch.tensor([k for k, _ in rows], device=device))
+    width_r = max(len(ids[m]) - cut[k] for k, m in rows)
+    full_ids = torch.full((len(rows), width_p + width_r), pad, dtype=torch.long)
+    full_mask = torch.zeros_like(full_ids)
+    computed = sum(cut)
+    for r, (k, m) in enumerate(rows):
+        full_ids[r, :width_p], full_mask[r, :width_p] = pre_ids[k], pre_mask[k]
+        tail = ids[m][cut[k]:]
+        full_ids[r, width_p + width_r - len(tail):] = torch.tensor(tail, dtype=torch.long)
+        full_mask[r, width_p + width_r - len(tail):] = 1
+        computed += len(tail)
+    out_ids = model.generate(input_ids=full_ids.to(device), attention_mask=full_mask.to(device), **{key: cache},
+                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
+                             pad_token_id=pad)
+    return [m for _, m in rows], _decoded(tokenizer, out_ids[:, width_p + width_r:], stops), computed
+
+
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-             max_prompt_tokens: int, device: str, latency_examples: int = 32) -> tuple[list[str], dict]:
+             max_prompt_tokens: int, device: str, latency_examples: int = 32,
+             share_prefix: bool = True) -> tuple[list[str], dict]:
     """Greedy answers to ``prompts`` (in their order) and the inference cost figures.
 
-    Each prompt is tokenised once; batches are formed from prompts of similar token length (least
-    padding, and padded positions cost as much as real ones). A batch stops decoding as soon as every row
-    has produced a stop token (``generate`` checks this each step). A prompt over ``max_prompt_tokens``
-    loses its start, as the tokenizer's left truncation would.
+    Each prompt is tokenised once. With ``share_prefix`` (and prompts that share a long prefix: the same
+    document's questions) batches are built from :func:`share_groups` and each shared prefix is prefilled
+    once per batch (:func:`_generate_shared`); otherwise batches are formed from prompts of similar token
+    length (least padding, and padded positions cost as much as real ones). A batch stops decoding as soon
+    as every row has produced a stop token (``generate`` checks this each step). A prompt over
+    ``max_prompt_tokens`` loses its start, as the tokenizer's left truncation would.
 
     Cost: ``examples_per_s`` is the headline. ``generated_tokens`` counts tokens up to each answer's
     stop token; ``decoded_tokens`` counts what the model computed while decoding (rows × steps, padded
     rows of finished answers included), so ``decoded_tokens_per_s`` does not make a method that answers
-    briefly look slow. ``latency_seconds`` holds the single-example runs on the first ``latency_examples``
-    prompts, ``latency_probe_seconds`` their total wall time.
+    briefly look slow. ``prompt_tokens`` counts the prompts' tokens, ``prompt_tokens_computed`` those the
+    model actually ran (fewer when prefixes are shared; padding not counted). ``latency_seconds`` holds the
+    single-example runs on the first ``latency_examples`` prompts (never shared: what one user waits),
+    ``latency_probe_seconds`` their total wall time.
     """
     model.eval()
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-max_prompt_tokens:] for p in prompts]
     stops = _stop_ids(model, tokenizer)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    groups = share_groups(ids) if share_prefix else []
+    if any(len(g.members) > 1 for g in groups):
+        batches = _shared_batches(groups, batch_size)
+    else:
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        batches = [[PrefixGroup([j], len(ids[j]) - 1, [len(ids[j])]) for j in order[i:i + batch_size]]
+                   for i in range(0, len(order), batch_size)]
     answers: list[str] = [""] * len(ids)
-    generated = steps = decoded = 0
+    generated = steps = decoded = computed = 0
     _sync(device)
     start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        batch = _generate(model, tokenizer, [ids[j] for j in idx], max_new_tokens, stops, device)
+    for item in batches:
+        if any(len(g.members) > 1 for g in item):
+            idx, batch, n = _generate_shared(model, tokenizer, ids, item, max_new_tokens, stops, device)
+        else:
+            idx = [g.members[0] for g in item]
+            batch = _generate(model, tokenizer, [ids[j] for j in idx], max_new_tokens, stops, device)
+            n = sum(len(ids[j]) for j in idx)
+        computed += n
         generated, steps, decoded = generated + batch.generated, steps + batch.steps, decoded + batch.steps * len(idx)
         for j, text in zip(idx, batch.texts, strict=True):
             answers[j] = text
@@ -155,6 +254,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
         "generation_seconds": seconds,
         "examples_per_s": len(ids) / seconds if seconds > 0 else None,
         "generated_tokens": generated,
+        "prompt_tokens": sum(len(r) for r in ids),
+        "prompt_tokens_computed": computed,
         "decoding_steps": steps,
         "decoded_tokens": decoded,
         "decoded_tokens_per_s": decoded / seconds if seconds > 0 else None,
@@ -166,10 +267,12 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
 
 def generate_answers(model: Any, tokenizer: Any, examples: list[dict], *, style: str, system_prompt: str | None,
                      max_new_tokens: int, batch_size: int, max_prompt_tokens: int, device: str,
-                     latency_examples: int = 32, context_truncation: str = "start") -> tuple[list[str], dict]:
+                     latency_examples: int = 32, context_truncation: str = "start",
+                     share_prefix: bool = True) -> tuple[list[str], dict]:
     """Greedy answers for ``examples`` and the inference cost figures (:func:`prompts_for`, then
     :func:`generate`)."""
     prompts = prompts_for(tokenizer, examples, style=style, system_prompt=system_prompt,
                           max_prompt_tokens=max_prompt_tokens, context_truncation=context_truncation)
     return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    max_prompt_tokens=max_prompt_tokens, device=device, latency_examples=latency_examples)
+                    max_prompt_tokens=max_prompt_tokens, device=device, latency_examples=latency_examples,
+                    share_prefix=share_prefix)

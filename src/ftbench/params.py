@@ -344,6 +344,7 @@ class TrainParams:
     gradient_checkpointing: bool = False
     trainable_dtype: str = "float32"
     group_by_length: bool = True
+    share_prefix: bool = True
     launcher: str = "none"
     accelerate_config: str | None = None
     num_processes: int | None = None
@@ -367,6 +368,7 @@ class EvalParams:
     bootstrap_resamples: int = 1000
     latency_examples: int = 32
     context_truncation: str = "start"
+    share_prefix: bool = True
 
     rules: ClassVar[dict[str, Rule]] = {
         "max_new_tokens": at_least(1), "batch_size": at_least(1), "prompt": one_of("chat", "alpaca"),

@@ -39,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from ftbench.distributed import Dist
 from ftbench.io import ConfigError, DataError, write_json
 from ftbench.params import TrainParams
+from ftbench.prefix import pack_shared, prompt_length, share_groups
 from ftbench.prompts import fit_context, render_prompt
 
 log = logging.getLogger(__name__)
@@ -114,13 +115,34 @@ def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def micro_batch(batch: list[Encoded], pad_id: int, share_prefix: bool) -> dict[str, Any]:
+    """The tensors of one micro-batch: packed with its shared prompt prefixes when ``share_prefix`` and two
+    examples share one, else padded side by side; ``computed_tokens`` is the real positions the model runs."""
+    packed = pack_shared([(e.input_ids, e.labels) for e in batch], pad_id) if share_prefix else None
+    if packed is not None:
+        return packed
+    return {**collate(batch, pad_id), "computed_tokens": sum(len(e.input_ids) for e in batch)}
+
+
+def sharing_units(data: list[Encoded]) -> list[list[int]]:
+    """Examples that share a prompt prefix (one document's questions), for :func:`batch_plan`'s ``units``."""
+    return [g.members for g in share_groups([e.input_ids[:prompt_length(e.labels)] for e in data])]
+
+
+def supports_packing(model: Any) -> bool:
+    """Whether the model's attention takes the 4-D masks packing needs (SDPA and eager do; flash-attention
+    kernels take no mask and would let branches see each other)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
 # transformers' LengthGroupedSampler sorts within megabatches of 50 batches: most of the padding saving
 # of a full sort, while batch composition still changes from one epoch to the next on large data.
 MEGABATCH = 50
 
 
 def batch_plan(lengths: list[int], *, batch_size: int, epochs: float, seed: int,
-               group_by_length: bool) -> list[list[int]]:
+               group_by_length: bool, units: list[list[int]] | None = None) -> list[list[int]]:
     """Indices of every micro-batch of the run, in order, fixed up front from ``seed``.
 
     Each epoch is one shuffled pass over the data cut into ``ceil(n / batch_size)`` batches (the last
@@ -129,6 +151,10 @@ def batch_plan(lengths: list[int], *, batch_size: int, epochs: float, seed: int,
     micro-batches in all). With ``group_by_length`` each megabatch of the shuffled pass is sorted by
     length, cut into batches of similar lengths (less padding), and the batches are shuffled (seeded).
     Being a pure function of the lengths and the seed, a resumed run recomputes the same plan.
+
+    ``units`` (groups of indices, e.g. the questions of one document: ``prefix.share_groups``) are shuffled,
+    sorted and laid out as wholes (:func:`_unit_pass`), so a unit's examples share a batch unless it had
+    to be cut; batches still hold ``batch_size`` examples. Units of one example give the plain plan.
     """
     n = len(lengths)
     if n == 0:
@@ -138,17 +164,54 @@ def batch_plan(lengths: list[int], *, batch_size: int, epochs: float, seed: int,
     rng = random.Random(seed)
     plan: list[list[int]] = []
     while len(plan) < total:
-        idx = list(range(n))
-        rng.shuffle(idx)
-        if group_by_length:
-            mega = MEGABATCH * batch_size
-            # sorted() is stable: equal lengths keep their shuffled order
-            idx = [i for m in range(0, n, mega) for i in sorted(idx[m:m + mega], key=lambda i: lengths[i])]
+        if units is None:
+            idx = list(range(n))
+            rng.shuffle(idx)
+            if group_by_length:
+                mega = MEGABATCH * batch_size
+                # sorted() is stable: equal lengths keep their shuffled order
+                idx = [i for m in range(0, n, mega) for i in sorted(idx[m:m + mega], key=lambda i: lengths[i])]
+        else:
+            idx = _unit_pass(units, lengths, rng, batch_size, group_by_length)
         batches = [idx[i:i + batch_size] for i in range(0, n, batch_size)]
         if group_by_length:
             rng.shuffle(batches)
         plan.extend(batches[:total - len(plan)])
     return plan
+
+
+#: How far ahead the unit plan looks for a unit that fits the room left in a batch before it cuts one.
+LOOKAHEAD = 16
+
+
+def _unit_pass(units: list[list[int]], lengths: list[int], rng: random.Random, batch_size: int,
+               grouped: bool) -> list[int]:
+    """One shuffled pass over whole units, laid out so that batches of ``batch_size`` cut as few as possible.
+
+    Units are shuffled; with ``grouped`` they are sorted by their longest member within consecutive runs of
+    about :data:`MEGABATCH` batches (length grouping, unit by unit). Batches are then filled in that order;
+    a unit larger than the room left waits while one of the next :data:`LOOKAHEAD` units that fits goes in,
+    and is cut only if none does. Returns the pass's order (cut it into ``batch_size`` pieces for the batches).
+    """
+    order = list(range(len(units)))
+    rng.shuffle(order)
+    if grouped:
+        runs, run, size = [], [], 0
+        for u in order:
+            run.append(u)
+            size += len(units[u])
+            if size >= MEGABATCH * batch_size:
+                runs.append(run)
+                run, size = [], 0
+        runs.append(run)
+        order = [u for r in runs for u in sorted(r, key=lambda u: max(lengths[i] for i in units[u]))]
+    out: list[int] = []
+    pending = list(order)
+    while pending:
+        room = batch_size - len(out) % batch_size
+        k = next((j for j, u in enumerate(pending[:LOOKAHEAD]) if len(units[u]) <= room), 0)
+        out.extend(units[pending.pop(k)])
+    return out
 
 
 def padding_fraction(lengths: list[int], plan: list[list[int]]) -> float:
@@ -181,11 +244,17 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     The same value as ``model(**batch).loss × n`` within float error, but the output head runs only on
     the hidden states of labelled positions (the answer tokens with ``completion_only_loss``): on the
     QA data a handful of positions out of ~120, and the head is the largest matmul of a small model.
-    Past :data:`HEAD_CHUNK` positions the head runs in chunks whose logits are recomputed in backward.
+    A batch from :func:`ftbench.prefix.pack_shared` (4-D mask, ``position_ids``) gives the same sum as its
+    examples padded side by side. Past :data:`HEAD_CHUNK` positions the head runs in chunks whose logits
+    are recomputed in backward.
     """
     decoder, head = _decoder_and_head(model)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     use_cache=False).last_hidden_state
+    mask, extra = batch["attention_mask"], {}
+    if mask.dim() == 4:  # packed shared prefixes (prefix.pack_shared): bool "may attend" -> additive
+        dtype = decoder.get_input_embeddings().weight.dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        extra["position_ids"] = batch["position_ids"]
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     hidden, labels = hidden[:, :-1][keep], labels[keep]
@@ -208,9 +277,10 @@ class AnswerLoss(torch.nn.Module):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._no_split_modules = getattr(base, "_no_split_modules", None)  # FSDP wraps these blocks one by one
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
         return answer_loss(self.model, {"input_ids": input_ids, "attention_mask": attention_mask,
-                                        "labels": labels})[0]
+                                        "labels": labels, "position_ids": position_ids})[0]
 
 
 def seed_everything(seed: int) -> None:
@@ -244,12 +314,14 @@ class TrainResult:
     answer_tokens: int         # tokens the loss was computed on
     samples: int
     train_seconds: float       # time inside the loop, summed over a crash and its resumes (excludes load, save)
-    padding_fraction: float    # share of the padded batch positions that are padding
+    padding_fraction: float    # share of the batch positions the model ran that are padding
     final_loss: float | None
     resumed_from_step: int | None
     energy_before_resume_j: float | None = None  # energy the crashed attempts used (None: not measured)
     world_size: int = 1        # processes that trained (each on its share of every global micro-batch)
     global_batch: int = 0      # examples per optimizer step, all processes together
+    computed_tokens: int = 0   # positions the model ran (a shared prefix once per batch; padding excluded)
+    prefix_shared: bool = False  # train.share_prefix was in effect (packed micro-batches)
 
 
 class Checkpointer:
@@ -296,7 +368,7 @@ def crash_drill(step: int, rank: int) -> None:
 
 
 def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[int]], *, pad_id: int,
-                    device: str, dist: Dist | None = None) -> dict:
+                    device: str, dist: Dist | None = None, share_prefix: bool = False) -> dict:
     """Forward and backward of one optimizer step's micro-batches; gradients accumulate in ``.grad``.
 
     Every micro-batch's summed loss is divided by the labelled tokens of the whole step, so the
@@ -308,16 +380,24 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
     several processes each micro-batch is a global one: this rank takes every ``world_size``-th example,
     the gradient is scaled by ``world_size`` to undo the all-reduce's mean, and the counts returned are
     summed over ranks.
+
+    With ``share_prefix`` a micro-batch whose examples share a prompt prefix runs packed
+    (:func:`ftbench.prefix.pack_shared`): same loss and gradients, the prefix computed once. ``tokens``
+    counts the examples' tokens either way; ``computed`` the positions run, ``positions`` those plus padding.
     """
     dist = dist or Dist()
     n_step = sum(data[i].n_labels for b in micro_batches for i in b)
-    done = {"loss": 0.0, "tokens": 0, "samples": 0}
+    done = {"loss": 0.0, "tokens": 0, "samples": 0, "computed": 0, "positions": 0}
     forward = model if dist.active or isinstance(model, AnswerLoss) else AnswerLoss(model)
     for j, b in enumerate(micro_batches):
         mine, weight = b[dist.rank::dist.world_size], 1.0
         if not mine:  # fewer examples than ranks: this rank still joins the all-reduce, with a zero gradient
             mine, weight = b[:1], 0.0
-        batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad_id).items()}
+        batch = micro_batch([data[i] for i in mine], pad_id, share_prefix)
+        computed, tokens = batch.pop("computed_tokens"), sum(len(data[i].input_ids) for i in mine)
+        done["positions"] += weight * batch["input_ids"].numel()
+        done["computed"] += weight * computed
+        batch = {k: v.to(device) for k, v in batch.items()}
         with dist.no_sync(model, skip=j < len(micro_batches) - 1):
             loss_sum = forward(**batch)
             loss = loss_sum / max(n_step, 1)
@@ -325,15 +405,15 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
                 loss = loss * (dist.world_size * weight)
             dist.backward(loss)
         done["loss"] += weight * float(loss_sum.detach()) / max(n_step, 1)
-        done["tokens"] += weight * int(batch["attention_mask"].sum())
+        done["tokens"] += weight * tokens
         done["samples"] += weight * len(mine)
     done = dist.sum(done)
     return {"loss": done["loss"], "tokens": int(done["tokens"]), "answer_tokens": n_step,
-            "samples": int(done["samples"])}
+            "samples": int(done["samples"]), "computed": int(done["computed"]), "positions": int(done["positions"])}
 
 
 # Counters a checkpoint carries, so that a resumed run reports the whole run's figures.
-_PROGRESS = ("step", "tokens", "answer_tokens", "samples", "seconds")
+_PROGRESS = ("step", "tokens", "answer_tokens", "samples", "computed", "positions", "seconds")
 
 
 def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed: int, pad_id: int, device: str,
@@ -362,7 +442,9 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
     params = [p for p in wrapped.parameters() if p.requires_grad]
     lengths = [len(e.input_ids) for e in data]
     global_bs = cfg.batch_size * dist.world_size
-    plan = batch_plan(lengths, batch_size=global_bs, epochs=cfg.epochs, seed=seed, group_by_length=cfg.group_by_length)
+    share = cfg.share_prefix and supports_packing(model)
+    plan = batch_plan(lengths, batch_size=global_bs, epochs=cfg.epochs, seed=seed, group_by_length=cfg.group_by_length,
+                      units=sharing_units(data) if share else None)
     steps = [plan[i:i + cfg.grad_accum] for i in range(0, len(plan), cfg.grad_accum)]
     per_epoch = math.ceil(len(data) / global_bs)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * len(steps)), len(steps))
@@ -387,7 +469,7 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
         if rng.get("rng_cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["rng_cuda"])
         random.setstate(rng["rng_py"])
-        progress = {k: state[k] for k in _PROGRESS}
+        progress = {k: state.get(k, 0) for k in _PROGRESS}
         resumed = progress["step"]
         energy_before = state.get("energy_j")
 
@@ -395,8 +477,9 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
     loss_value = None
     start = time.perf_counter() - progress["seconds"]  # the clock goes on from where the checkpoint left it
     for micro_batches in steps[progress["step"]:]:
-        done = accumulate_step(wrapped, data, micro_batches, pad_id=pad_id, device=device, dist=dist)
-        for k in ("tokens", "answer_tokens", "samples"):
+        done = accumulate_step(wrapped, data, micro_batches, pad_id=pad_id, device=device, dist=dist,
+                               share_prefix=share)
+        for k in ("tokens", "answer_tokens", "samples", "computed", "positions"):
             progress[k] += done[k]
         if cfg.max_grad_norm is not None:
             dist.clip_grad_norm_(wrapped, params, cfg.max_grad_norm)
@@ -420,7 +503,8 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
     ran = plan[:sum(len(s) for s in steps[:progress["step"]])]
     return TrainResult(steps=progress["step"], epochs=len(ran) / per_epoch, train_tokens=progress["tokens"],
                        answer_tokens=progress["answer_tokens"], samples=progress["samples"], train_seconds=seconds,
-                       padding_fraction=padding_fraction(lengths, ran), final_loss=loss_value,
+                       padding_fraction=1.0 - progress["computed"] / max(progress["positions"], 1),
+                       final_loss=loss_value, computed_tokens=progress["computed"], prefix_shared=share,
                        resumed_from_step=resumed, energy_before_resume_j=energy_before if resumed is not None else 0.0,
                        world_size=dist.world_size, global_batch=global_bs * cfg.grad_accum)
 
@@ -453,7 +537,7 @@ def _checkpoint(checkpointer: Checkpointer, dist: Dist, named: dict, optimizer: 
 
 @torch.no_grad()
 def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, device: str,
-              dist: Dist | None = None) -> float | None:
+              dist: Dist | None = None, share_prefix: bool = False) -> float | None:
     """Mean answer-token loss on held-out pairs (validation), weighted by token count.
 
     With several processes every rank computes it through the wrapped model (FSDP gathers its shards in
@@ -463,7 +547,9 @@ def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, 
     forward.eval()
     total, count = 0.0, 0
     for i in range(0, len(data), batch_size):
-        batch = {k: v.to(device) for k, v in collate(data[i:i + batch_size], pad_id).items()}
+        batch = micro_batch(data[i:i + batch_size], pad_id, share_prefix and supports_packing(model))
+        batch.pop("computed_tokens")
+        batch = {k: v.to(device) for k, v in batch.items()}
         total += float(forward(**batch))
         count += int((batch["labels"][:, 1:] != IGNORE).sum())
     return total / count if count else None
