@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="first N questions of data/processed/test.jsonl")
     ap.add_argument("--show", type=int, default=3, help="differing answers to print")
     ap.add_argument("--old-src", help="also run ftbench's generation from this older src/ (same questions)")
+    ap.add_argument("--old-params", help="params file of the old side (default: the one beside --old-src)")
     args = ap.parse_args()
     if args.n < 1:
         ap.error("--n must be positive")
@@ -124,8 +126,10 @@ def main() -> None:
     results = {side: run_side(__file__, side, argv) for side in ("ftbench", "unshared", "plain")}
     if args.old_src:
         old_argv = list(argv)
-        if "--src" in old_argv:
-            del old_argv[old_argv.index("--src"):old_argv.index("--src") + 2]
+        for flag in ("--src", "--params"):  # the old side runs its own code with its own defaults
+            if flag in old_argv:
+                del old_argv[old_argv.index(flag):old_argv.index(flag) + 2]
+        old_argv += ["--params", args.old_params or str(Path(args.old_src).resolve().parent / "params.yaml")]
         results["old"] = run_side(__file__, "ftbench", [*old_argv, "--src", args.old_src])
     n = len(results["ftbench"]["answers"])
     print(f"greedy generation on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); {n} test questions, "

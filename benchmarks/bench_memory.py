@@ -1,5 +1,6 @@
 """LoRA training memory against time on the shipped SmolLM2-135M: the same optimizer steps (the default
-length-grouped batches of 8) run three ways, each in a fresh process so that its peak RSS is its own:
+batches of 8, packed with their shared prefixes as ``train.share_prefix`` says) run three ways, each in a
+fresh process so that its peak RSS is its own:
 
 - ``batch``: each batch of 8 in one forward/backward (what the pipeline runs by default);
 - ``micro``: each batch as 2 micro-batches of 4 accumulated with token weighting (the same gradients up to
@@ -27,7 +28,7 @@ from ftbench.io import read_jsonl
 from ftbench.methods import prepare
 from ftbench.params import load_params
 from ftbench.registry import load_tokenizer
-from ftbench.training import accumulate_step, batch_plan, encode_examples
+from ftbench.training import accumulate_step, batch_plan, encode_examples, sharing_units
 
 MODES = ("batch", "micro", "checkpointing")
 WARMUP = 2
@@ -47,8 +48,9 @@ def measure(mode: str, steps: int, *, setup=None) -> dict:
                     gradient_checkpointing=mode == "checkpointing")
     model.train()
     run = setup(model) if setup else model
+    share = t.share_prefix  # as the pipeline runs: a document's questions batched together and packed
     plan = batch_plan([len(e.input_ids) for e in data], batch_size=8, epochs=1, seed=params.seed,
-                      group_by_length=t.group_by_length)
+                      group_by_length=t.group_by_length, units=sharing_units(data) if share else None)
     start = first = time.perf_counter()
     warmup_s = 0.0
     for i in range(WARMUP + steps):
@@ -57,7 +59,7 @@ def measure(mode: str, steps: int, *, setup=None) -> dict:
             warmup_s = start - first
         b = plan[i % len(plan)]
         accumulate_step(run, data, [b[:4], b[4:]] if mode == "micro" else [b], pad_id=tok.pad_token_id,
-                        device="cpu")
+                        device="cpu", share_prefix=share)
         model.zero_grad(set_to_none=True)
     return {"mode": mode, "s_per_step": (time.perf_counter() - start) / steps, "warmup_s": warmup_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

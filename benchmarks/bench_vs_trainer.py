@@ -167,6 +167,7 @@ def main() -> None:
     add_common_args(ap)
     ap.add_argument("--rows", default="48", help="first N rows of data/processed/train.jsonl, or 'all'")
     ap.add_argument("--old-src", help="also run ftbench's loop from this older src/ (a third side, same rows)")
+    ap.add_argument("--old-params", help="params file of the old side (default: the one beside --old-src)")
     ap.add_argument("--profile", action="store_true", help="also profile one step of ftbench's loop")
     ap.add_argument("--profile-rows", type=int, default=25, help="ops shown by --profile")
     args = ap.parse_args()
@@ -186,8 +187,10 @@ def main() -> None:
     results = {side: run_side(__file__, side, argv) for side in ("ftbench", "Trainer")}
     if args.old_src:
         old_argv = list(argv)
-        if "--src" in old_argv:
-            del old_argv[old_argv.index("--src"):old_argv.index("--src") + 2]
+        for flag in ("--src", "--params"):  # the old side runs its own code with its own defaults
+            if flag in old_argv:
+                del old_argv[old_argv.index(flag):old_argv.index(flag) + 2]
+        old_argv += ["--params", args.old_params or str(Path(args.old_src).resolve().parent / "params.yaml")]
         results["old"] = run_side(__file__, "ftbench", [*old_argv, "--src", args.old_src])
     t = s.train
     print(f"LoRA r={s.lora.r} on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); "

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_training import EXAMPLES as TRAINING_EXAMPLES
 from test_training import NO_DROPOUT, build, cfg
 
 from ftbench import training
 from ftbench.prefix import IGNORE, pack_shared, prompt_length, share_groups
-from ftbench.training import accumulate_step, batch_plan, encode_examples, sharing_units, train
+from ftbench.training import accumulate_step, batch_plan, encode_examples, sharing_units, supports_packing, train
 
 SYSTEM = "Answer with the exact words from the context, nothing else."
 DOCS = {f"d{d}": f"Report {d}: " + "The coastal brigade moved north at dawn. " * (1 + d % 3)
@@ -113,6 +114,30 @@ def test_batch_plan_keeps_units_together_and_covers_every_example(shared_data):
         batch_plan(lengths, batch_size=4, epochs=1, seed=3, group_by_length=True)
 
 
+def test_data_without_shared_prefixes_gets_the_plain_plan(smollm_tokenizer):
+    """One document per question: sharing_units are single examples in data order, so share_prefix changes
+    neither the batches nor their order."""
+    data = encode_examples(smollm_tokenizer, TRAINING_EXAMPLES, max_seq_len=192, style="chat", system_prompt=SYSTEM,
+                           completion_only=True, counts={})
+    units = sharing_units(data)
+    assert units == [[i] for i in range(len(data))]
+    lengths = [len(e.input_ids) for e in data]
+    assert batch_plan(lengths, batch_size=4, epochs=2, seed=5, group_by_length=True, units=units) == \
+        batch_plan(lengths, batch_size=4, epochs=2, seed=5, group_by_length=True)
+
+
+def test_no_packing_across_a_sliding_window_or_without_4d_masks(tiny_mistral):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_mistral)
+    assert supports_packing(model, 100)
+    model.config.sliding_window = 64  # a window shorter than an example: a custom mask would drop it
+    assert not supports_packing(model, 100) and supports_packing(model, 64)
+    model.config.sliding_window = None
+    model.config._attn_implementation = "flash_attention_2"
+    assert not supports_packing(model, 100)
+
+
 def test_training_with_packed_batches_gives_the_padded_runs_weights(tiny_llama, shared_data, smollm_tokenizer,
                                                                     monkeypatch):
     """The same plan (units), trained packed and padded: same weights and loss, fewer positions computed."""
@@ -127,6 +152,7 @@ def test_training_with_packed_batches_gives_the_padded_runs_weights(tiny_llama, 
     (packed, w1), (padded, w0) = results["packed"], results["padded"]
     assert packed.prefix_shared and packed.steps == padded.steps and packed.samples == padded.samples
     assert packed.train_tokens == padded.train_tokens and padded.computed_tokens == padded.train_tokens
+    assert not padded.prefix_shared  # nothing was packed: not reported as shared
     assert packed.computed_tokens < 0.8 * packed.train_tokens
     assert packed.final_loss == pytest.approx(padded.final_loss, rel=1e-4)
     for n in w0:

@@ -65,7 +65,8 @@ def train_report(model: Any, result: TrainResult, *, identity: dict, cfg: TrainP
     Throughput and MFU divide the whole run's tokens by the whole run's loop time (both carried across
     a resume), and so does energy (each checkpoint stores the energy used so far). FLOPs count the body at
     the positions it ran (a shared prompt prefix once per micro-batch) and the output head only at the
-    labelled positions, where it ran; tokens/s counts the examples' tokens (the work, however computed). Memory and power cover this process (with several,
+    labelled positions, where it ran; tokens/s counts the examples' tokens (the work, however computed).
+    Memory and power cover this process (with several,
     :func:`combine_ranks` of theirs): after a resume, the part since the resume.
     """
     energy_j = resources.get("energy_j")  # this attempt; add what the attempts before a resume used

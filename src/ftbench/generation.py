@@ -141,6 +141,24 @@ def _shared_batches(groups: list[PrefixGroup], batch_size: int) -> list[list[Pre
     return [b for b in batches if b]
 
 
+def _can_share(model: Any, span: int) -> bool:
+    """Whether a prefix can be prefilled apart: the forward takes position ids and ``logits_to_keep``,
+    ``generate`` will continue from a cache it is given (not a static cache it builds itself), and no sliding
+    window is shorter than a batch's ``span`` of columns (the window counts columns, and the padding between
+    prefix and question would move what falls inside it)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    window = getattr(base.config, "sliding_window", None)
+    if window is not None and window < span:
+        return False
+    forward = getattr(type(base), "forward", None)
+    if forward is None:
+        return False
+    accepted = inspect.signature(forward).parameters
+    has_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    return (("position_ids" in accepted and ("logits_to_keep" in accepted or has_kwargs))
+            and getattr(model.generation_config, "cache_implementation", None) in (None, "dynamic"))
+
+
 def _cache_kwarg(model: Any) -> str:
     """What this transformers calls the cache argument of ``forward``/``generate`` (``cache`` since 5.x,
     ``past_key_values`` before)."""
@@ -218,6 +236,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-max_prompt_tokens:] for p in prompts]
     stops = _stop_ids(model, tokenizer)
     groups = share_groups(ids) if share_prefix else []
+    if any(len(g.members) > 1 for g in groups) and not _can_share(model, 2 * max(map(len, ids)) + max_new_tokens):
+        groups = []
     if any(len(g.members) > 1 for g in groups):
         batches = _shared_batches(groups, batch_size)
     else:

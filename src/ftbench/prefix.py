@@ -99,10 +99,16 @@ def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dic
             labels += m_labels[trunk:]
             pos += range(trunk, len(m_ids))
             branch += [b] * (len(m_ids) - trunk)
+        # A row's first token is never predicted when padded (nothing precedes it); packed, it would be predicted
+        # from the previous segment. A branch's first token must be a prompt token: share_groups ensures it.
+        labels[0] = IGNORE
+        if trunk and any(examples[m][1][trunk] != IGNORE for m in g.members):
+            raise AssertionError("a branch would start with a labelled token")
         rows.append((ids, labels, pos, branch))
     # Rows of different lengths would pad the batch to the longest: pack them, longest first, into rows (first
-    # fit; a segment id keeps a row's groups apart), at the row width among a few that leaves the fewest
-    # positions to compute (wider rows hold two short groups; attention grows with the width squared).
+    # fit; a segment id keeps a row's groups apart), at the row width among a few (up to twice the longest) that
+    # leaves the fewest positions to compute. Wider rows hold two short groups; the price, attention over the
+    # whole row (width squared, masked), is not counted: it is ~10 % of a step at these widths.
     longest = max(len(r[0]) for r in rows)
     best = None
     for width in sorted({longest, *(int(longest * f) for f in (1.125, 1.25, 1.375, 1.5, 1.75, 2.0))}):

@@ -126,14 +126,19 @@ def micro_batch(batch: list[Encoded], pad_id: int, share_prefix: bool) -> dict[s
 
 def sharing_units(data: list[Encoded]) -> list[list[int]]:
     """Examples that share a prompt prefix (one document's questions), for :func:`batch_plan`'s ``units``."""
-    return [g.members for g in share_groups([e.input_ids[:prompt_length(e.labels)] for e in data])]
+    groups = share_groups([e.input_ids[:prompt_length(e.labels)] for e in data])
+    # in data order, so that units of one example give exactly the plain plan
+    return sorted((sorted(g.members) for g in groups), key=lambda u: u[0])
 
 
-def supports_packing(model: Any) -> bool:
-    """Whether the model's attention takes the 4-D masks packing needs (SDPA and eager do; flash-attention
-    kernels take no mask and would let branches see each other)."""
+def supports_packing(model: Any, max_len: int) -> bool:
+    """Whether packing gives this model what padding gives it: its attention takes the 4-D masks packing
+    needs (SDPA and eager do; flash-attention kernels take no mask and would let branches see each other),
+    and no sliding window shorter than an example (a custom mask replaces the window)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base.config, "_attn_implementation", None) in ("sdpa", "eager")
+    window = getattr(base.config, "sliding_window", None)
+    return (getattr(base.config, "_attn_implementation", None) in ("sdpa", "eager")
+            and (window is None or window >= max_len))
 
 
 # transformers' LengthGroupedSampler sorts within megabatches of 50 batches: most of the padding saving
@@ -250,10 +255,11 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     """
     decoder, head = _decoder_and_head(model)
     mask, extra = batch["attention_mask"], {}
-    if mask.dim() == 4:  # packed shared prefixes (prefix.pack_shared): bool "may attend" -> additive
-        dtype = decoder.get_input_embeddings().weight.dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-        extra["position_ids"] = batch["position_ids"]
+    if mask.dim() == 4:  # packed shared prefixes (prefix.pack_shared): bool "may attend"
+        if getattr(decoder.config, "_attn_implementation", None) == "eager":  # eager adds the mask to the scores
+            dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point() and not p.requires_grad)
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        extra["position_ids"] = batch["position_ids"]  # SDPA takes the bool mask as it is
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
@@ -321,7 +327,7 @@ class TrainResult:
     world_size: int = 1        # processes that trained (each on its share of every global micro-batch)
     global_batch: int = 0      # examples per optimizer step, all processes together
     computed_tokens: int = 0   # positions the model ran (a shared prefix once per batch; padding excluded)
-    prefix_shared: bool = False  # train.share_prefix was in effect (packed micro-batches)
+    prefix_shared: bool = False  # some micro-batch ran packed (computed_tokens < train_tokens)
 
 
 class Checkpointer:
@@ -377,7 +383,8 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
     token-weighted mean) and its token and sample counts.
 
     ``model`` is a causal LM, an :class:`AnswerLoss`, or (``dist`` active) the one ``dist`` wrapped. With
-    several processes each micro-batch is a global one: this rank takes every ``world_size``-th example,
+    several processes each micro-batch is a global one: this rank takes its contiguous share of it (so that a
+    document's questions, adjacent in the plan, stay together and can share their prefix),
     the gradient is scaled by ``world_size`` to undo the all-reduce's mean, and the counts returned are
     summed over ranks.
 
@@ -390,7 +397,8 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
     done = {"loss": 0.0, "tokens": 0, "samples": 0, "computed": 0, "positions": 0}
     forward = model if dist.active or isinstance(model, AnswerLoss) else AnswerLoss(model)
     for j, b in enumerate(micro_batches):
-        mine, weight = b[dist.rank::dist.world_size], 1.0
+        share = math.ceil(len(b) / dist.world_size)  # contiguous: a unit's examples stay on one rank
+        mine, weight = b[dist.rank * share:(dist.rank + 1) * share], 1.0
         if not mine:  # fewer examples than ranks: this rank still joins the all-reduce, with a zero gradient
             mine, weight = b[:1], 0.0
         batch = micro_batch([data[i] for i in mine], pad_id, share_prefix)
@@ -442,7 +450,7 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
     params = [p for p in wrapped.parameters() if p.requires_grad]
     lengths = [len(e.input_ids) for e in data]
     global_bs = cfg.batch_size * dist.world_size
-    share = cfg.share_prefix and supports_packing(model)
+    share = cfg.share_prefix and supports_packing(model, max(lengths))
     plan = batch_plan(lengths, batch_size=global_bs, epochs=cfg.epochs, seed=seed, group_by_length=cfg.group_by_length,
                       units=sharing_units(data) if share else None)
     steps = [plan[i:i + cfg.grad_accum] for i in range(0, len(plan), cfg.grad_accum)]
@@ -504,7 +512,8 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
     return TrainResult(steps=progress["step"], epochs=len(ran) / per_epoch, train_tokens=progress["tokens"],
                        answer_tokens=progress["answer_tokens"], samples=progress["samples"], train_seconds=seconds,
                        padding_fraction=1.0 - progress["computed"] / max(progress["positions"], 1),
-                       final_loss=loss_value, computed_tokens=progress["computed"], prefix_shared=share,
+                       final_loss=loss_value, computed_tokens=progress["computed"],
+                       prefix_shared=progress["computed"] < progress["tokens"],
                        resumed_from_step=resumed, energy_before_resume_j=energy_before if resumed is not None else 0.0,
                        world_size=dist.world_size, global_batch=global_bs * cfg.grad_accum)
 
@@ -547,7 +556,8 @@ def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, 
     forward.eval()
     total, count = 0.0, 0
     for i in range(0, len(data), batch_size):
-        batch = micro_batch(data[i:i + batch_size], pad_id, share_prefix and supports_packing(model))
+        part = data[i:i + batch_size]
+        batch = micro_batch(part, pad_id, share_prefix and supports_packing(model, max(len(e.input_ids) for e in part)))
         batch.pop("computed_tokens")
         batch = {k: v.to(device) for k, v in batch.items()}
         total += float(forward(**batch))
