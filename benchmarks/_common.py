@@ -63,6 +63,16 @@ def forwarded(args: argparse.Namespace, names: list[str]) -> list[str]:
     return out
 
 
+def old_side_argv(argv: list[str], old_src: str, old_params: str | None) -> list[str]:
+    """A side's arguments for the old checkout: its own src/ and, unless given, the params.yaml beside it (the
+    old code with the defaults it shipped with)."""
+    out = list(argv)
+    for flag in ("--src", "--params"):
+        if flag in out:
+            del out[out.index(flag):out.index(flag) + 2]
+    return [*out, "--src", old_src, "--params", old_params or str(Path(old_src).resolve().parent / "params.yaml")]
+
+
 def run_side(script: str, side: str, argv: list[str]) -> dict:
     """Run ``script --side side`` in a fresh interpreter; its last stdout line is a JSON result."""
     proc = subprocess.run([sys.executable, script, "--side", side, *argv], capture_output=True, text=True,

@@ -41,10 +41,11 @@ def setup(mode: str):
 
 
 def _compiled(model):
-    """The transformer body compiled in place (the loss calls the body, then the head at the labelled
-    positions: compiling the wrapper would be bypassed)."""
-    base = model.get_base_model()
-    base.model = torch.compile(base.model, dynamic=True)
+    """The transformer body's forward compiled in place: the loss calls the body (found by
+    ``get_decoder()``, which would look through a compiled wrapper module), then the head at the labelled
+    positions."""
+    body = model.get_base_model().get_decoder()
+    body.forward = torch.compile(body.forward, dynamic=True)
     return model
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -32,6 +31,7 @@ from _common import (
     forwarded,
     ftbench_origin,
     load_settings,
+    old_side_argv,
     read_rows,
     run_side,
     use_src,
@@ -125,12 +125,7 @@ def main() -> None:
     argv = ["--n", str(args.n), *forwarded(args, ["model", "src", "threads", "params"])]
     results = {side: run_side(__file__, side, argv) for side in ("ftbench", "unshared", "plain")}
     if args.old_src:
-        old_argv = list(argv)
-        for flag in ("--src", "--params"):  # the old side runs its own code with its own defaults
-            if flag in old_argv:
-                del old_argv[old_argv.index(flag):old_argv.index(flag) + 2]
-        old_argv += ["--params", args.old_params or str(Path(args.old_src).resolve().parent / "params.yaml")]
-        results["old"] = run_side(__file__, "ftbench", [*old_argv, "--src", args.old_src])
+        results["old"] = run_side(__file__, "ftbench", old_side_argv(argv, args.old_src, args.old_params))
     n = len(results["ftbench"]["answers"])
     print(f"greedy generation on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); {n} test questions, "
           f"max_new_tokens {s.eval.max_new_tokens}, prompt {s.eval.prompt}")

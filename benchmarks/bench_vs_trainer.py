@@ -38,6 +38,7 @@ from _common import (
     forwarded,
     ftbench_origin,
     load_settings,
+    old_side_argv,
     peak_rss_mb,
     read_rows,
     run_side,
@@ -186,12 +187,7 @@ def main() -> None:
             *forwarded(args, ["model", "src", "threads", "params"])]
     results = {side: run_side(__file__, side, argv) for side in ("ftbench", "Trainer")}
     if args.old_src:
-        old_argv = list(argv)
-        for flag in ("--src", "--params"):  # the old side runs its own code with its own defaults
-            if flag in old_argv:
-                del old_argv[old_argv.index(flag):old_argv.index(flag) + 2]
-        old_argv += ["--params", args.old_params or str(Path(args.old_src).resolve().parent / "params.yaml")]
-        results["old"] = run_side(__file__, "ftbench", [*old_argv, "--src", args.old_src])
+        results["old"] = run_side(__file__, "ftbench", old_side_argv(argv, args.old_src, args.old_params))
     t = s.train
     print(f"LoRA r={s.lora.r} on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); "
           f"{results['ftbench']['n_examples']} examples x {t.epochs} epoch(s), batch {t.batch_size} x accum "
