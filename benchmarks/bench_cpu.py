@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import subprocess
-import sys
 
 import torch
-from bench_memory import measure
+from bench_memory import measure, print_table, run_modes
 
 MODES = ("default", "threads1", "mmap", "compile")
 M_MMAP_THRESHOLD = -3  # glibc malloc.h
@@ -63,23 +61,7 @@ def main() -> None:
     modes = args.modes.split(",")
     if unknown := set(modes) - set(MODES):
         p.error(f"unknown modes {sorted(unknown)}; choose from {','.join(MODES)}")
-    rows = []
-    for mode in modes:  # one after the other, never two at once
-        try:
-            out = subprocess.run([sys.executable, __file__, "--one", mode, "--steps", str(args.steps)],
-                                 capture_output=True, text=True, timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            print(f"{mode}: over {args.timeout} s (warm-up included), not kept")
-            continue
-        if out.returncode:
-            print(f"{mode}: failed\n{out.stderr[-2000:]}")
-            continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base = rows[0]
-    print(f"{'mode':<10}{'threads':>8}{'s/step':>8}{'warm-up s':>10}{'peak RSS MB':>13}{'time ×':>8}{'memory ×':>10}")
-    for r in rows:
-        print(f"{r['mode']:<10}{r['threads']:>8}{r['s_per_step']:>8.2f}{r['warmup_s']:>10.1f}{r['peak_rss_mb']:>13.0f}"
-              f"{r['s_per_step'] / base['s_per_step']:>8.2f}{r['peak_rss_mb'] / base['peak_rss_mb']:>10.2f}")
+    print_table(run_modes(__file__, modes, args.steps, args.timeout))
 
 
 if __name__ == "__main__":

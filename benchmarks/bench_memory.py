@@ -65,24 +65,43 @@ def measure(mode: str, steps: int, *, setup=None) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def run_modes(script: str, modes: list[str], steps: int, timeout: int | None = None) -> list[dict]:
+    """Each mode of ``script`` in a fresh process (``--one MODE``), one after the other, never two at once;
+    a mode that fails or runs past ``timeout`` is reported and left out."""
+    rows = []
+    for mode in modes:
+        try:
+            out = subprocess.run([sys.executable, script, "--one", mode, "--steps", str(steps)],
+                                 capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{mode}: over {timeout} s (warm-up included), not kept")
+            continue
+        if out.returncode:
+            print(f"{mode}: failed\n{out.stderr[-2000:]}")
+            continue
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    """Seconds per step, warm-up, peak RSS and each mode's ratios to the first."""
+    base = rows[0]
+    print(f"{'mode':<14}{'threads':>8}{'s/step':>8}{'warm-up s':>10}{'peak RSS MB':>13}{'time ×':>8}{'memory ×':>10}")
+    for r in rows:
+        print(f"{r['mode']:<14}{r.get('threads', '-'):>8}{r['s_per_step']:>8.2f}{r['warmup_s']:>10.1f}"
+              f"{r['peak_rss_mb']:>13.0f}{r['s_per_step'] / base['s_per_step']:>8.2f}"
+              f"{r['peak_rss_mb'] / base['peak_rss_mb']:>10.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)  # the child process
     args = p.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.steps)))
+        print(json.dumps({**measure(args.one, args.steps), "threads": torch.get_num_threads()}))
         return
-    rows = []
-    for mode in MODES:  # one after the other, never two at once
-        out = subprocess.run([sys.executable, __file__, "--one", mode, "--steps", str(args.steps)],
-                             capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-    base = rows[0]
-    print(f"{'mode':<14}{'s/step':>8}{'peak RSS MB':>13}{'time ×':>8}{'memory ×':>10}")
-    for r in rows:
-        print(f"{r['mode']:<14}{r['s_per_step']:>8.2f}{r['peak_rss_mb']:>13.0f}"
-              f"{r['s_per_step'] / base['s_per_step']:>8.2f}{r['peak_rss_mb'] / base['peak_rss_mb']:>10.2f}")
+    print_table(run_modes(__file__, list(MODES), args.steps))
 
 
 if __name__ == "__main__":
