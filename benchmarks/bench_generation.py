@@ -11,9 +11,11 @@ prompts and generating (model load excluded). ftbench's side is
 would write first. Prints examples/s of each, the ratio, and how many greedy answers differ: batched
 greedy decoding with left padding can flip a near-tie token, so a few differences are expected; many
 would mean the batched path is broken. A third side, ``unshared``, is ftbench with ``eval.share_prefix``
-off (every prompt prefilled whole): what sharing the same document's prefix buys. ``--old-src`` adds
-ftbench's generation imported from an older checkout (``git worktree add``) as a fourth side: the issue's
-"2x main at 864b65d", measured in the same run.
+off (every prompt prefilled whole): what sharing the same document's prefix buys. A fourth, ``dynamic``, is
+ftbench with ``static_cache=False`` (transformers' growing DynamicCache instead of the preallocated one):
+what writing the key/value cache in place buys. ``--old-src`` adds ftbench's generation imported from an
+older checkout (``git worktree add``) as a fifth side: the issue's "2x main at 864b65d", measured in the
+same run.
 Why: evaluation cost is dominated by generation; the issue's target is a ratio measured in one run.
 """
 
@@ -52,27 +54,32 @@ def _prompts(s: Settings, tok: Any, rows: list[dict]) -> list[str]:
 
 
 def _generate_ftbench(s: Settings, model: Any, tok: Any, rows: list[dict], batch_size: int,
-                      share_prefix: bool = True) -> list[str]:
+                      share_prefix: bool = True, static_cache: bool = True) -> list[str]:
     from ftbench.generation import generate_answers
 
     answers, _ = call(generate_answers, model, tok, rows, style=s.eval.prompt, system_prompt=s.eval.system_prompt,
                       max_new_tokens=s.eval.max_new_tokens, batch_size=batch_size,
                       max_prompt_tokens=s.train.max_seq_len, device=s.device, latency_examples=0,
-                      context_truncation=getattr(s.eval, "context_truncation", None), share_prefix=share_prefix)
+                      context_truncation=getattr(s.eval, "context_truncation", None), share_prefix=share_prefix,
+                      static_cache=static_cache)
     return answers
 
 
-def side_ftbench(s: Settings, args: argparse.Namespace, share_prefix: bool = True) -> dict:
+def side_ftbench(s: Settings, args: argparse.Namespace, share_prefix: bool = True, static_cache: bool = True) -> dict:
     model, tok = _model(s)
     rows = read_rows("test", args.n)
-    _generate_ftbench(s, model, tok, rows[:1], 1)  # untimed warm-up
+    _generate_ftbench(s, model, tok, rows[:1], 1, static_cache=static_cache)  # untimed warm-up
     start = time.perf_counter()
-    answers = _generate_ftbench(s, model, tok, rows, s.eval.batch_size, share_prefix)
+    answers = _generate_ftbench(s, model, tok, rows, s.eval.batch_size, share_prefix, static_cache)
     return {"seconds": time.perf_counter() - start, "answers": answers, "batch_size": s.eval.batch_size}
 
 
 def side_unshared(s: Settings, args: argparse.Namespace) -> dict:
     return side_ftbench(s, args, share_prefix=False)
+
+
+def side_dynamic(s: Settings, args: argparse.Namespace) -> dict:
+    return side_ftbench(s, args, static_cache=False)
 
 
 def side_plain(s: Settings, args: argparse.Namespace) -> dict:
@@ -100,7 +107,7 @@ def side_plain(s: Settings, args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - start, "answers": answers, "batch_size": 1}
 
 
-SIDES = {"ftbench": side_ftbench, "unshared": side_unshared, "plain": side_plain}
+SIDES = {"ftbench": side_ftbench, "unshared": side_unshared, "dynamic": side_dynamic, "plain": side_plain}
 
 
 def main() -> None:
@@ -123,7 +130,7 @@ def main() -> None:
 
     resolve(s.name, s.spec)  # materialise a GGUF model once, before either side is timed
     argv = ["--n", str(args.n), *forwarded(args, ["model", "src", "threads", "params"])]
-    results = {side: run_side(__file__, side, argv) for side in ("ftbench", "unshared", "plain")}
+    results = {side: run_side(__file__, side, argv) for side in ("ftbench", "unshared", "dynamic", "plain")}
     if args.old_src:
         results["old"] = run_side(__file__, "ftbench", old_side_argv(argv, args.old_src, args.old_params))
     n = len(results["ftbench"]["answers"])

@@ -72,8 +72,10 @@ def _train_json(root: Path, run_id: str) -> dict:
 def runs(tmp_path_factory, tiny_llama):
     """The same study trained by 1 process (batch 8) and by 2 processes (batch 4 each)."""
     base = tmp_path_factory.mktemp("dist")
-    one = _project(base / "one", tiny_llama, batch_size=8, checkpoint_every=0)
-    two = _project(base / "two", tiny_llama, batch_size=4, checkpoint_every=0, launcher="torchrun", num_processes=2)
+    # micro_batch_tokens is per process: 2 × 150 cuts the global batches where 1 × 300 cuts them
+    one = _project(base / "one", tiny_llama, batch_size=8, checkpoint_every=0, micro_batch_tokens=300)
+    two = _project(base / "two", tiny_llama, batch_size=4, checkpoint_every=0, launcher="torchrun", num_processes=2,
+                   micro_batch_tokens=150)
     for root in (one, two):
         run(["dvc", "repro", *STAGES], root)
     return one, two
@@ -92,6 +94,7 @@ def test_two_processes_train_what_one_process_trains(runs, run_id):
     assert (ja["world_size"], jb["world_size"]) == (1, 2)
     assert ja["global_batch"] == jb["global_batch"] == 8
     assert (ja["distributed"], jb["distributed"]) == ("none", "ddp")
+    assert ja["micro_batches"] == jb["micro_batches"] > ja["steps"]  # batches were cut, the same way
     for key in ("steps", "samples", "train_tokens", "answer_tokens"):
         assert ja[key] == jb[key], key  # every example once, counted once (summed over the ranks)
     assert jb["final_loss"] == pytest.approx(ja["final_loss"], abs=ATOL)
@@ -167,6 +170,9 @@ def test_launch_command(tmp_path, monkeypatch):
     deepspeed.write_text("distributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 2}\n")
     with pytest.raises(ConfigError, match="grad_accum must be 1"):  # in the parent, before any rank loads
         launch_command(TrainParams(launcher="accelerate", accelerate_config=str(deepspeed), grad_accum=2), argv)
+    with pytest.raises(ConfigError, match="micro_batch_tokens .* must be null"):  # DeepSpeed would step per pass
+        launch_command(TrainParams(launcher="accelerate", accelerate_config=str(deepspeed), micro_batch_tokens=512),
+                       argv)
     (tmp_path / "bad.yaml").write_text("- not\n- a mapping\n")
     with pytest.raises(ConfigError, match="not an accelerate config"):
         launch_command(TrainParams(launcher="accelerate", accelerate_config=str(tmp_path / "bad.yaml")), argv)

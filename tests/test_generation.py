@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -81,16 +82,27 @@ def test_latency_summary_states_its_count_and_gives_no_p95_from_few_runs():
 
 class _ScriptedModel:
     """Stands in for a causal LM: row i answers with (real prompt tokens % 3) + 1 copies of ``word`` and then
-    EOS, and a batch stops at the step where its last row stopped, as ``generate`` does."""
+    EOS, and a batch stops at the step where its last row stopped, as ``generate`` does. Records the columns
+    of the cache each call was handed, and refuses to be let compile (as transformers would on CUDA with a
+    static cache)."""
 
     def __init__(self, eos: int, word: int):
+        from transformers import LlamaConfig
+
         self.generation_config = SimpleNamespace(eos_token_id=eos)
-        self.eos, self.word, self.batches = eos, word, []
+        self.config = LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1)
+        self.eos, self.word, self.batches, self.cache_columns = eos, word, [], []
 
     def eval(self):
         return self
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **_):
+    def forward(self, input_ids, cache=None, **_):  # only its signature is read (the cache argument's name)
+        raise AssertionError("the scripted model has no forward pass")
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, cache, disable_compile=False, **_):
+        assert disable_compile, "generate may torch.compile the model"
+        self.cache_columns.append(cache.get_max_length())
         lengths = attention_mask.sum(1).tolist()
         answer = [n % 3 + 1 for n in lengths]
         steps = min(max(answer) + 1, max_new_tokens)
@@ -116,6 +128,8 @@ def test_cost_counts_decoding_steps_run_and_batches_follow_token_length(smollm_t
     batched = model.batches[:3]
     widths = [length for lengths, _ in batched for length in lengths]
     assert widths == sorted(n_tokens)  # batches of neighbours in token length, not in characters
+    # Each batch's cache is preallocated for its widest prompt and the new tokens, no more.
+    assert model.cache_columns == [max(lengths) + 3 for lengths, _ in model.batches]
     assert cost["decoding_steps"] == sum(steps for _, steps in batched)
     assert cost["decoded_tokens"] == sum(len(lengths) * steps for lengths, steps in batched)
     assert cost["generated_tokens"] == sum(min(n % 3 + 2, 3) for n in n_tokens)  # up to and including EOS
@@ -160,16 +174,12 @@ def test_eval_json_reports_truncation_latency_count_and_timing(tiny_llama, tmp_p
     assert [p["context_shortened"] for p in predictions] == [False, True, True]
 
 
-
-@pytest.mark.parametrize("arch", ["llama", "mistral", "llama-lora"])
-def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama, tiny_mistral):
-    """The same document's questions prefilled from one copied cache answer exactly as when every prompt is
-    prefilled whole: rows see the same tokens at the same positions (middle padding masked, positions from
-    the cumulative mask). Batch size 3 splits a 4-question document across batches and mixes it with
-    single questions; a wrong cache row, position or mask changes the greedy tokens of a random model."""
+def _varied_model(arch: str, tiny_llama, tiny_mistral):
+    """A tiny random model (llama, mistral, or llama under a peft LoRA adapter) whose greedy answers vary
+    from prompt to prompt, and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = tiny_mistral if arch == "mistral" else tiny_llama
+    path = tiny_mistral if arch.startswith("mistral") else tiny_llama
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     torch.manual_seed(1)
@@ -181,19 +191,96 @@ def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama,
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    return model, tok
+
+
+def _fleet_prompts(tok) -> list[str]:
+    """Eight prompts: a document with four questions, one with two, one with one, and one without context."""
     context = {d: f"Report {d}: the {d} fleet sailed from the northern port on May {i + 3} with {i + 2} frigates."
                for i, d in enumerate(["alpha", "bravo", "charlie"])}
     questions = ["Who sailed?", "When did the fleet sail from the port?", "How many frigates?", "From where?"]
     examples = ([{"instruction": q, "input": context["alpha"]} for q in questions]
                 + [{"instruction": q, "input": context["bravo"]} for q in questions[:2]]
                 + [{"instruction": "Who?", "input": context["charlie"]}, {"instruction": "Say hi.", "input": ""}])
-    prompts = prompts_for(tok, examples, style="chat", system_prompt="Answer briefly.", max_prompt_tokens=200)
-    kwargs = {"max_new_tokens": 6, "batch_size": 3, "max_prompt_tokens": 200, "device": "cpu",
-              "latency_examples": 0}
-    plain, plain_cost = generate(model, tok, prompts, share_prefix=False, **kwargs)
-    shared, shared_cost = generate(model, tok, prompts, share_prefix=True, **kwargs)
+    return prompts_for(tok, examples, style="chat", system_prompt="Answer briefly.", max_prompt_tokens=200)
+
+
+GEN = {"max_new_tokens": 6, "batch_size": 3, "max_prompt_tokens": 200, "device": "cpu", "latency_examples": 0}
+
+
+def _decoding_caches(monkeypatch) -> Counter:
+    """Counts, by cache layer class, the one-token cache writes (decoding steps) of every ``Cache.update``."""
+    from transformers.cache_utils import Cache
+
+    writes: Counter = Counter()
+    update = Cache.update
+
+    def counted(self, key_states, value_states, layer_idx, *args, **kwargs):
+        out = update(self, key_states, value_states, layer_idx, *args, **kwargs)
+        if key_states.shape[-2] == 1:
+            writes[type(self.layers[layer_idx]).__name__] += 1
+        return out
+
+    monkeypatch.setattr(Cache, "update", counted)
+    return writes
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "llama-lora"])
+def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama, tiny_mistral):
+    """The same document's questions prefilled from one copied cache answer exactly as when every prompt is
+    prefilled whole: rows see the same tokens at the same positions (middle padding masked, positions from
+    the cumulative mask). Batch size 3 splits a 4-question document across batches and mixes it with
+    single questions; a wrong cache row, position or mask changes the greedy tokens of a random model.
+    Each path gives the same answers with the preallocated (static) cache as with the growing (dynamic)
+    one, and so does batch size 1 (the latency probe's path)."""
+    model, tok = _varied_model(arch, tiny_llama, tiny_mistral)
+    prompts = _fleet_prompts(tok)
+    plain, plain_cost = generate(model, tok, prompts, share_prefix=False, **GEN)
+    shared, shared_cost = generate(model, tok, prompts, share_prefix=True, **GEN)
     assert shared == plain
     assert len(set(plain)) > len(plain) // 2  # varied answers: a sensitive comparison, not eight empty strings
     assert plain_cost["prompt_tokens_computed"] == plain_cost["prompt_tokens"]
     assert shared_cost["prompt_tokens"] == plain_cost["prompt_tokens"]
     assert shared_cost["prompt_tokens_computed"] < 0.85 * shared_cost["prompt_tokens"]  # 292 of 368 tokens
+    assert generate(model, tok, prompts, share_prefix=False, static_cache=False, **GEN)[0] == plain
+    assert generate(model, tok, prompts, share_prefix=True, static_cache=False, **GEN)[0] == plain
+    single = {**GEN, "batch_size": 1}
+    assert (generate(model, tok, prompts[:4], share_prefix=False, **single)[0]
+            == generate(model, tok, prompts[:4], share_prefix=False, static_cache=False, **single)[0])
+
+
+@pytest.mark.parametrize(("arch", "share_prefix", "static_cache", "layer"), [
+    ("llama", True, True, "StaticLayer"),
+    ("llama", False, True, "StaticLayer"),
+    ("llama-lora", True, True, "StaticLayer"),
+    ("llama", True, False, "DynamicLayer"),
+    ("mistral-window", True, True, "DynamicSlidingWindowLayer"),
+])
+def test_decoding_writes_the_cache_in_place_unless_a_layer_cannot(arch, share_prefix, static_cache, layer,
+                                                                   tiny_llama, tiny_mistral, monkeypatch):
+    """Every decoding step, of the shared and the plain batches and of the latency probe, writes into a
+    preallocated StaticLayer (in place) by default, and into a growing DynamicLayer (a ``torch.cat`` of the
+    whole cache per step) only when asked. A sliding window shorter than the run keeps the dynamic
+    sliding layer (its static counterpart rolls the cache), with the same answers."""
+    model, tok = _varied_model(arch, tiny_llama, tiny_mistral)
+    if arch == "mistral-window":
+        model.config.sliding_window = 8  # shorter than every prompt: also no sharing (the plain path)
+    prompts = _fleet_prompts(tok)
+    writes = _decoding_caches(monkeypatch)
+    answers, _ = generate(model, tok, prompts, share_prefix=share_prefix, static_cache=static_cache,
+                          **{**GEN, "latency_examples": 2})
+    assert set(writes) == {layer} and writes[layer] > 0
+    if arch == "mistral-window":
+        assert answers == generate(model, tok, prompts, share_prefix=False, static_cache=False, **GEN)[0]
+
+
+def test_a_static_cache_configured_on_the_model_still_shares_prefixes(tiny_llama, tiny_mistral):
+    """A model whose generation config asks for a static cache gets ftbench's (the same kind, sized per
+    batch, never compiled) instead of being refused prefix sharing or clashing with the cache passed in."""
+    model, tok = _varied_model("llama", tiny_llama, tiny_mistral)
+    prompts = _fleet_prompts(tok)
+    plain, _ = generate(model, tok, prompts, share_prefix=False, **GEN)
+    model.generation_config.cache_implementation = "static"
+    shared, cost = generate(model, tok, prompts, share_prefix=True, **GEN)
+    assert shared == plain
+    assert cost["prompt_tokens_computed"] < cost["prompt_tokens"]

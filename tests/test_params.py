@@ -57,6 +57,7 @@ BAD = [
     ("train.max_grad_norm", 0, "0"), ("train.max_grad_norm", -1.0, "-1.0"),
     ("train.gradient_checkpointing", 0, "0 (an integer)"), ("train.trainable_dtype", "auto", "'auto'"),
     ("train.group_by_length", "true", "'true' (a string)"),
+    ("train.micro_batch_tokens", 0, "0"), ("train.micro_batch_tokens", 512.0, "512.0 (a float)"),
     ("eval.share_prefix", 1, "1 (an integer)"), ("train.share_prefix", "yes", "'yes'"),
     ("eval.max_new_tokens", 0, "0"), ("eval.batch_size", 0, "0"), ("eval.prompt", "llama", "'llama'"),
     ("eval.system_prompt", 5, "5 (an integer)"), ("eval.bertscore_layers", 0, "0"),

@@ -11,7 +11,16 @@ from test_training import NO_DROPOUT, build, cfg
 
 from ftbench import training
 from ftbench.prefix import IGNORE, pack_shared, prompt_length, share_groups
-from ftbench.training import accumulate_step, batch_plan, encode_examples, sharing_units, supports_packing, train
+from ftbench.training import (
+    accumulate_step,
+    batch_plan,
+    encode_examples,
+    micro_batch,
+    sharing_units,
+    split_by_positions,
+    supports_packing,
+    train,
+)
 
 SYSTEM = "Answer with the exact words from the context, nothing else."
 DOCS = {f"d{d}": f"Report {d}: " + "The coastal brigade moved north at dawn. " * (1 + d % 3)
@@ -173,3 +182,62 @@ def test_share_groups_keeps_each_documents_questions_together_and_leaves_a_token
     assert all(g.prefix < len(ids[m]) and all(ids[m][:g.prefix] == ids[g.members[0]][:g.prefix] for m in g.members)
                for g in groups for m in g.members)
     assert sorted(m for g in groups for m in g.members) == list(range(len(ids)))
+
+
+def _positions(data, piece, share):
+    return micro_batch([data[i] for i in piece], 0, share)["computed_tokens"]
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_split_by_positions_caps_each_micro_batch_and_keeps_units_whole(shared_data, share):
+    batch = [6, 7, 8, 9, 0, 3, 4, 5, 10, 1, 2]  # in a plan's order (units adjacent), not the data's
+    assert sorted(batch) == list(range(len(shared_data)))
+    units = sharing_units(shared_data)
+    unit_of = {i: k for k, u in enumerate(units) for i in u}
+    lengths = [len(e.input_ids) for e in shared_data]
+    assert split_by_positions(shared_data, batch, None, share) == [batch]
+    assert split_by_positions(shared_data, batch, 10**6, share) == [batch]
+    whole = _positions(shared_data, batch, share)
+    for budget in (whole - 1, whole // 2, whole // 3, max(lengths) + 40, max(lengths), 1):
+        pieces = split_by_positions(shared_data, batch, budget, share)
+        assert [i for p in pieces for i in p] == batch  # in order, every example once
+        assert all(p for p in pieces) and len(pieces) >= 2
+        for p in pieces:  # what the model runs stays within the budget, unless one example alone is over it
+            assert _positions(shared_data, p, share) <= budget or len(p) == 1
+        for p, q in zip(pieces, pieces[1:], strict=False):  # each is full: what starts the next would not fit
+            lead = [i for i in q if (unit_of[i] if share else i) == (unit_of[q[0]] if share else q[0])]
+            assert _positions(shared_data, p + lead, share) > budget, (budget, p, lead)
+        if share:  # a unit that fits in a micro-batch of its own is never cut
+            for u in units:
+                if _positions(shared_data, u, share) <= budget:
+                    assert sum(any(i in p for i in u) for p in pieces) == 1, (budget, u)
+    # shared: a document's questions cost their prefix once, so the cap holds more of them than padded rows would
+    if share:
+        assert len(split_by_positions(shared_data, batch, whole // 2, True)) < \
+            len(split_by_positions(shared_data, batch, whole // 2, False))
+
+
+def test_training_in_micro_batches_under_a_position_budget_gives_the_same_weights(tiny_llama, shared_data,
+                                                                                   smollm_tokenizer, monkeypatch):
+    """micro_batch_tokens cuts the largest batches (less activation memory at once); the token-weighted
+    accumulation makes every step the whole batch's step: same weights, loss and counts (dropout off)."""
+    calls = []
+    real_step = training.accumulate_step
+    monkeypatch.setattr(training, "accumulate_step", lambda *a, **k: calls.append(a[2]) or real_step(*a, **k))
+    results = {}
+    for budget in (None, 120):
+        model = build(tiny_llama, "lora", seed=0)
+        result = train(model, shared_data, cfg(batch_size=8, epochs=2, micro_batch_tokens=budget), lr=1e-2, seed=1,
+                       pad_id=smollm_tokenizer.pad_token_id, device="cpu")
+        results[budget] = (result, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    whole, cut = calls[:len(calls) // 2], calls[len(calls) // 2:]
+    assert all(len(m) == 1 for m in whole) and sum(len(m) for m in cut) > len(cut)  # it did cut
+    assert [[i for b in m for i in b] for m in cut] == [m[0] for m in whole]  # the same examples, same order
+    assert all(_positions(shared_data, b, True) <= 120 or len(b) == 1 for m in cut for b in m)
+    (ref, w0), (small, w1) = results[None], results[120]
+    assert (small.steps, small.samples, small.epochs, small.train_tokens) == \
+        (ref.steps, ref.samples, ref.epochs, ref.train_tokens)
+    assert ref.micro_batches == ref.steps and small.micro_batches == sum(len(m) for m in cut) > small.steps
+    assert small.final_loss == pytest.approx(ref.final_loss, rel=1e-4)
+    for n in w0:
+        torch.testing.assert_close(w1[n], w0[n], rtol=1e-4, atol=1e-5, msg=n)

@@ -83,6 +83,7 @@ def train_report(model: Any, result: TrainResult, *, identity: dict, cfg: TrainP
         # the regime, so a reader can check that methods differ only in what the method changes
         **regime(model), "max_grad_norm": cfg.max_grad_norm, "group_by_length": cfg.group_by_length,
         "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,  # per process; global_batch: all of them
+        "micro_batch_tokens": cfg.micro_batch_tokens,
         "train_data_sha256": train_data_sha256,
         "tokens_per_s": result.train_tokens / result.train_seconds,
         "samples_per_s": result.samples / result.train_seconds,

@@ -78,6 +78,10 @@ def _check_config(config: Path, cfg: TrainParams) -> None:
     if settings.get("distributed_type") == "DEEPSPEED" and cfg.grad_accum != 1:
         raise ConfigError(f"{config} is DeepSpeed, which steps inside backward: train.grad_accum must be 1, "
                           f"not {cfg.grad_accum}", fix="raise train.batch_size or the number of processes instead")
+    if settings.get("distributed_type") == "DEEPSPEED" and cfg.micro_batch_tokens is not None:
+        raise ConfigError(f"{config} is DeepSpeed, which steps inside backward: train.micro_batch_tokens (a batch as "
+                          f"several backward passes) must be null, not {cfg.micro_batch_tokens}",
+                          fix="set train.micro_batch_tokens: null (lower train.batch_size for less memory)")
 
 
 def relaunch(cfg: TrainParams) -> None:
@@ -167,9 +171,10 @@ class Dist:
         acc = self.accelerator
         if self.kind == "deepspeed":
             ds = acc.state.deepspeed_plugin.deepspeed_config
-            if cfg.grad_accum != 1:
-                raise ConfigError("train.grad_accum must be 1 with DeepSpeed (its engine steps inside backward)",
-                                  fix="raise train.batch_size or the number of processes instead")
+            if cfg.grad_accum != 1 or cfg.micro_batch_tokens is not None:
+                raise ConfigError("train.grad_accum must be 1 and train.micro_batch_tokens null with DeepSpeed (its "
+                                  "engine steps inside backward)", fix="set them so; raise train.batch_size or the "
+                                  "number of processes instead")
             ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
             ds["gradient_accumulation_steps"] = 1
             ds["gradient_clipping"] = cfg.max_grad_norm or 0.0

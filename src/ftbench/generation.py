@@ -9,6 +9,12 @@ question's row, so only the questions themselves are prefilled per row (:func:`s
 those of the plain batched path up to float rounding (tested), since a row attends to exactly the same tokens
 at the same positions.
 
+The key/value cache is preallocated for a batch's columns plus ``max_new_tokens`` (transformers'
+``StaticCache``) and written in place, because the default ``DynamicCache`` concatenates every layer's whole
+cache at every decoding step (``torch.cat`` was ~17 % of CPU time on SmolLM2 at batch 32). ``generate`` is
+never allowed to ``torch.compile`` the model (it would on CUDA with a static cache): compile time would be
+billed to the first batch, and evaluation measures eager inference.
+
 Prompts are built without the gold answer: a context over the budget is shortened by a fixed rule
 (``eval.context_truncation``), so evaluation never shows a window chosen to contain the label.
 """
@@ -96,9 +102,48 @@ class _Batch:
     steps: int  # decoding steps run (the batch stops when every row has stopped, or at max_new_tokens)
 
 
+def _base(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _builds_cache(model: Any) -> bool:
+    """Whether ftbench builds the cache itself: the model's ``generation_config.cache_implementation`` is unset
+    or one of the two kinds ftbench builds (``static_cache`` then picks). Any other (offloaded, quantized, ...)
+    is a memory choice made for the model: ``generate`` builds that cache, and prefixes are not shared."""
+    return getattr(model.generation_config, "cache_implementation", None) in (None, "dynamic", "static")
+
+
+def _new_cache(model: Any, columns: int, static: bool) -> Any | None:
+    """An empty key/value cache for ``columns`` columns: preallocated and written in place (``StaticCache``)
+    when ``static`` and every layer is plain full attention, else the ``DynamicCache`` that ``generate`` would
+    build. Sliding-window, chunked, linear-attention and other layers keep the dynamic cache: their static
+    layers roll the cache past the window or keep extra state, which is neither measured nor tested here. None
+    where the model's generation config asks for a cache ftbench does not build (:func:`_builds_cache`)."""
+    from transformers import DynamicCache, StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    if not _builds_cache(model):
+        return None
+    config = _base(model).config.get_text_config(decoder=True)
+    if static:
+        cache = StaticCache(config=config, max_cache_len=columns)
+        if all(type(layer) is StaticLayer for layer in cache.layers):
+            return cache
+    return DynamicCache(config=config)
+
+
+def _greedy(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, max_new_tokens: int,
+            stops: list[int], pad: int) -> torch.Tensor:
+    """``model.generate`` greedy from ``cache`` (if any), never compiled. A cache ftbench built replaces the
+    model's ``cache_implementation`` (passing both is an error in transformers)."""
+    kwargs = {_cache_kwarg(model): cache, "cache_implementation": None} if cache is not None else {}
+    return model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                          num_beams=1, eos_token_id=stops, pad_token_id=pad, disable_compile=True, **kwargs)
+
+
 @torch.inference_mode()
 def _generate(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int, stops: list[int],
-              device: str) -> _Batch:
+              device: str, static_cache: bool) -> _Batch:
     """Greedy continuation of already tokenised prompts, left-padded into one batch."""
     pad = tokenizer.pad_token_id
     width = max(len(r) for r in rows)
@@ -107,9 +152,8 @@ def _generate(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens:
     for i, r in enumerate(rows):
         input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
         mask[i, width - len(r):] = 1
-    out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                         max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
-                         pad_token_id=pad)
+    cache = _new_cache(model, width + max_new_tokens, static_cache)
+    out = _greedy(model, input_ids.to(device), mask.to(device), cache, max_new_tokens, stops, pad)
     return _decoded(tokenizer, out[:, width:], stops)
 
 
@@ -143,10 +187,10 @@ def _shared_batches(groups: list[PrefixGroup], batch_size: int) -> list[list[Pre
 
 def _can_share(model: Any, span: int) -> bool:
     """Whether a prefix can be prefilled apart: the forward takes position ids and ``logits_to_keep``,
-    ``generate`` will continue from a cache it is given (not a static cache it builds itself), and no sliding
-    window is shorter than a batch's ``span`` of columns (the window counts columns, and the padding between
-    prefix and question would move what falls inside it)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    ftbench builds the cache (:func:`_builds_cache`), and no sliding window is shorter than a batch's ``span``
+    of columns (the window counts columns, and the padding between prefix and question would move what falls
+    inside it)."""
+    base = _base(model)
     window = getattr(base.config, "sliding_window", None)
     if window is not None and window < span:
         return False
@@ -156,23 +200,26 @@ def _can_share(model: Any, span: int) -> bool:
     accepted = inspect.signature(forward).parameters
     has_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     return (("position_ids" in accepted and ("logits_to_keep" in accepted or has_kwargs))
-            and getattr(model.generation_config, "cache_implementation", None) in (None, "dynamic"))
+            and _builds_cache(model))
 
 
 def _cache_kwarg(model: Any) -> str:
     """What this transformers calls the cache argument of ``forward``/``generate`` (``cache`` since 5.x,
     ``past_key_values`` before)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
 
 @torch.inference_mode()
 def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: list[PrefixGroup],
-                     max_new_tokens: int, stops: list[int], device: str) -> tuple[list[int], _Batch, int]:
+                     max_new_tokens: int, stops: list[int], device: str,
+                     static_cache: bool) -> tuple[list[int], _Batch, int]:
     """Greedy continuation of one batch of prefix groups.
 
-    1. Each group's prefix is prefilled once (left-padded to the longest prefix of the batch) with a cache.
-    2. The cache rows are copied to every member (``batch_select_indices``).
+    1. Each group's prefix is prefilled once (left-padded to the longest prefix of the batch) into a cache of
+       the group batch, exactly as wide as the prefixes.
+    2. Each layer's key/value rows are copied to every member, into a cache of the row batch sized for the
+       whole run (``Cache.update``: the public way in, for a static and a dynamic cache alike).
     3. ``generate`` continues from that cache on the full rows: [pad, prefix | pad, rest of the prompt]. The
        padding between prefix and rest is masked, and ``generate`` numbers positions by the cumulative
        attention mask, so each row sees its prompt's tokens at their own positions, as if never split.
@@ -191,12 +238,15 @@ def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: l
         pre_mask[k, width_p - c:] = 1
     key = _cache_kwarg(model)
     positions = (pre_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=pre_ids.to(device), attention_mask=pre_mask.to(device), position_ids=positions.to(device),
-                use_cache=True, logits_to_keep=1)
-    cache = out.cache if key == "cache" else out.past_key_values
+    prefix_cache = _new_cache(model, width_p, static_cache)
+    model(input_ids=pre_ids.to(device), attention_mask=pre_mask.to(device), position_ids=positions.to(device),
+          use_cache=True, logits_to_keep=1, **{key: prefix_cache})
     rows = [(k, m) for k, g in enumerate(groups) for m in g.members]
-    cache.batch_select_indices(torch.tensor([k for k, _ in rows], device=device))
     width_r = max(len(ids[m]) - cut[k] for k, m in rows)
+    cache = _new_cache(model, width_p + width_r + max_new_tokens, static_cache)
+    owner = torch.tensor([k for k, _ in rows], device=device)
+    for i, layer in enumerate(prefix_cache.layers):
+        cache.update(layer.keys.index_select(0, owner), layer.values.index_select(0, owner), i)
     full_ids = torch.full((len(rows), width_p + width_r), pad, dtype=torch.long)
     full_mask = torch.zeros_like(full_ids)
     computed = sum(cut)
@@ -206,15 +256,13 @@ def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: l
         full_ids[r, width_p + width_r - len(tail):] = torch.tensor(tail, dtype=torch.long)
         full_mask[r, width_p + width_r - len(tail):] = 1
         computed += len(tail)
-    out_ids = model.generate(input_ids=full_ids.to(device), attention_mask=full_mask.to(device), **{key: cache},
-                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
-                             pad_token_id=pad)
+    out_ids = _greedy(model, full_ids.to(device), full_mask.to(device), cache, max_new_tokens, stops, pad)
     return [m for _, m in rows], _decoded(tokenizer, out_ids[:, width_p + width_r:], stops), computed
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int,
              max_prompt_tokens: int, device: str, latency_examples: int = 32,
-             share_prefix: bool = True) -> tuple[list[str], dict]:
+             share_prefix: bool = True, static_cache: bool = True) -> tuple[list[str], dict]:
     """Greedy answers to ``prompts`` (in their order) and the inference cost figures.
 
     Each prompt is tokenised once. With ``share_prefix`` (and prompts that share a long prefix: the same
@@ -223,6 +271,12 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     length (least padding, and padded positions cost as much as real ones). A batch stops decoding as soon
     as every row has produced a stop token (``generate`` checks this each step). A prompt over
     ``max_prompt_tokens`` loses its start, as the tokenizer's left truncation would.
+
+    With ``static_cache`` (the default) every batch, shared or plain, and every latency run decodes into a
+    cache preallocated for its columns plus ``max_new_tokens`` (:func:`_new_cache`); ``static_cache=False``
+    keeps transformers' growing ``DynamicCache``, the old way, for the benchmark to compare. The greedy
+    answers are the same either way (tested). Models whose layers are not all plain full attention, or whose
+    generation config asks for another cache (offloaded, quantized), keep the cache they had.
 
     Cost: ``examples_per_s`` is the headline. ``generated_tokens`` counts tokens up to each answer's
     stop token; ``decoded_tokens`` counts what the model computed while decoding (rows × steps, padded
@@ -250,10 +304,11 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     start = time.perf_counter()
     for item in batches:
         if any(len(g.members) > 1 for g in item):
-            idx, batch, n = _generate_shared(model, tokenizer, ids, item, max_new_tokens, stops, device)
+            idx, batch, n = _generate_shared(model, tokenizer, ids, item, max_new_tokens, stops, device,
+                                             static_cache)
         else:
             idx = [g.members[0] for g in item]
-            batch = _generate(model, tokenizer, [ids[j] for j in idx], max_new_tokens, stops, device)
+            batch = _generate(model, tokenizer, [ids[j] for j in idx], max_new_tokens, stops, device, static_cache)
             n = sum(len(ids[j]) for j in idx)
         computed += n
         generated, steps, decoded = generated + batch.generated, steps + batch.steps, decoded + batch.steps * len(idx)
@@ -266,7 +321,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     for row in ids[:latency_examples]:
         _sync(device)
         t0 = time.perf_counter()
-        _generate(model, tokenizer, [row], max_new_tokens, stops, device)
+        _generate(model, tokenizer, [row], max_new_tokens, stops, device, static_cache)
         _sync(device)
         latencies.append(time.perf_counter() - t0)
     probe_seconds = time.perf_counter() - probe_start
@@ -288,11 +343,11 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
 def generate_answers(model: Any, tokenizer: Any, examples: list[dict], *, style: str, system_prompt: str | None,
                      max_new_tokens: int, batch_size: int, max_prompt_tokens: int, device: str,
                      latency_examples: int = 32, context_truncation: str = "start",
-                     share_prefix: bool = True) -> tuple[list[str], dict]:
+                     share_prefix: bool = True, static_cache: bool = True) -> tuple[list[str], dict]:
     """Greedy answers for ``examples`` and the inference cost figures (:func:`prompts_for`, then
     :func:`generate`)."""
     prompts = prompts_for(tokenizer, examples, style=style, system_prompt=system_prompt,
                           max_prompt_tokens=max_prompt_tokens, context_truncation=context_truncation)
     return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     max_prompt_tokens=max_prompt_tokens, device=device, latency_examples=latency_examples,
-                    share_prefix=share_prefix)
+                    share_prefix=share_prefix, static_cache=static_cache)

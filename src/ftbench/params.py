@@ -345,6 +345,7 @@ class TrainParams:
     trainable_dtype: str = "float32"
     group_by_length: bool = True
     share_prefix: bool = True
+    micro_batch_tokens: int | None = None
     launcher: str = "none"
     accelerate_config: str | None = None
     num_processes: int | None = None
@@ -352,6 +353,7 @@ class TrainParams:
     rules: ClassVar[dict[str, Rule]] = {
         "launcher": one_of("none", "accelerate", "torchrun"), "num_processes": at_least(1),
         "epochs": above(0), "lr": above(0), "batch_size": at_least(1), "grad_accum": at_least(1),
+        "micro_batch_tokens": at_least(1, why="null turns it off"),
         "max_seq_len": at_least(16, why="room for a prompt and its answer"), "warmup_ratio": fraction(),
         "weight_decay": at_least(0), "log_every": at_least(1), "checkpoint_every": at_least(0, why="0 turns it off"),
         "dtype": one_of("auto", *DTYPES), "max_grad_norm": above(0), "trainable_dtype": one_of(*DTYPES)}

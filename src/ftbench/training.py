@@ -5,7 +5,9 @@ An explicit loop keeps visible what the comparison depends on:
 - the loss covers the answer tokens only, and the output head runs only where a label is
   (:func:`answer_loss`), so the (batch, seq, vocab) logits tensor is never built;
 - an optimizer step's loss is the sum of its answer-token losses over all its micro-batches divided
-  by their answer tokens, so ``batch_size=8`` and ``batch_size=4, grad_accum=2`` are the same step;
+  by their answer tokens, so ``batch_size=8`` and ``batch_size=4, grad_accum=2`` are the same step, and
+  so is a batch cut into micro-batches of at most ``micro_batch_tokens`` positions (:func:`split_by_positions`,
+  what caps the activation memory of the largest batches);
 - the batches of every epoch are fixed up front from the seed (:func:`batch_plan`), length-grouped
   if asked, so a resumed run sees exactly the batches an uninterrupted one sees;
 - tokens/s counts non-padding tokens, and time, tokens and samples are carried across a resume;
@@ -129,6 +131,44 @@ def sharing_units(data: list[Encoded]) -> list[list[int]]:
     groups = share_groups([e.input_ids[:prompt_length(e.labels)] for e in data])
     # in data order, so that units of one example give exactly the plain plan
     return sorted((sorted(g.members) for g in groups), key=lambda u: u[0])
+
+
+def split_by_positions(data: list[Encoded], batch: list[int], budget: int | None,
+                       share_prefix: bool) -> list[list[int]]:
+    """``batch`` cut into micro-batches of at most ``budget`` positions each (``train.micro_batch_tokens``).
+
+    Activation memory grows with the positions a forward runs, so the peak of a run is set by its largest batch;
+    capping the positions caps the peak, and :func:`accumulate_step` weighs every micro-batch by the labelled
+    tokens of the whole step, so the update is the batch's own (float rounding and dropout draws aside). Positions
+    are counted as the model runs them: with ``share_prefix`` a shared prefix once per micro-batch (a unit, one
+    document's questions, stays whole when it fits in a micro-batch of its own, and each part of a cut one runs
+    the prefix again; a unit over the budget fills the room left first), padding not counted. An example longer
+    than ``budget`` runs alone. Units keep the batch's order. None: ``[batch]``.
+    """
+    if budget is None:
+        return [batch]
+    units = [([i], 0) for i in batch]
+    if share_prefix:
+        groups = share_groups([data[i].input_ids[:prompt_length(data[i].labels)] for i in batch])
+        units = [([batch[m] for m in sorted(g.members)], g.prefix if len(g.members) > 1 else 0)
+                 for g in sorted(groups, key=lambda g: min(g.members))]
+    pieces: list[list[int]] = [[]]
+    used = 0
+    for members, trunk in units:
+        whole = trunk + sum(len(data[i].input_ids) - trunk for i in members)
+        if pieces[-1] and used + whole > budget >= whole:
+            pieces.append([])  # the unit fits whole only in a micro-batch of its own: it starts the next one
+            used = 0
+        first = True  # the unit's first member in this micro-batch brings the shared prefix with it
+        for i in members:
+            cost = len(data[i].input_ids) - (0 if first else trunk)
+            if pieces[-1] and used + cost > budget:  # the unit alone is over the budget: cut it here
+                pieces.append([])
+                used, cost = 0, len(data[i].input_ids)
+            pieces[-1].append(i)
+            used += cost
+            first = False
+    return pieces
 
 
 def supports_packing(model: Any, max_len: int) -> bool:
@@ -328,6 +368,8 @@ class TrainResult:
     global_batch: int = 0      # examples per optimizer step, all processes together
     computed_tokens: int = 0   # positions the model ran (a shared prefix once per batch; padding excluded)
     prefix_shared: bool = False  # some micro-batch ran packed (computed_tokens < train_tokens)
+    micro_batches: int = 0     # forward/backward passes of one process (more than steps × grad_accum where
+                               # micro_batch_tokens cut a batch)
 
 
 class Checkpointer:
@@ -421,7 +463,7 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
 
 
 # Counters a checkpoint carries, so that a resumed run reports the whole run's figures.
-_PROGRESS = ("step", "tokens", "answer_tokens", "samples", "computed", "positions", "seconds")
+_PROGRESS = ("step", "tokens", "answer_tokens", "samples", "computed", "positions", "micro_batches", "seconds")
 
 
 def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed: int, pad_id: int, device: str,
@@ -484,11 +526,16 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
     wrapped.train()
     loss_value = None
     start = time.perf_counter() - progress["seconds"]  # the clock goes on from where the checkpoint left it
+    # micro_batch_tokens is per process, like batch_size: a global micro-batch may hold world_size times as many
+    # positions, and each rank then takes its share of the examples (so a rank's share may be over it or under it)
+    budget = cfg.micro_batch_tokens * dist.world_size if cfg.micro_batch_tokens else None
     for micro_batches in steps[progress["step"]:]:
+        micro_batches = [p for b in micro_batches for p in split_by_positions(data, b, budget, share)]
         done = accumulate_step(wrapped, data, micro_batches, pad_id=pad_id, device=device, dist=dist,
                                share_prefix=share)
         for k in ("tokens", "answer_tokens", "samples", "computed", "positions"):
             progress[k] += done[k]
+        progress["micro_batches"] += len(micro_batches)
         if cfg.max_grad_norm is not None:
             dist.clip_grad_norm_(wrapped, params, cfg.max_grad_norm)
         optimizer.step()
@@ -514,6 +561,7 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
                        padding_fraction=1.0 - progress["computed"] / max(progress["positions"], 1),
                        final_loss=loss_value, computed_tokens=progress["computed"],
                        prefix_shared=progress["computed"] < progress["tokens"],
+                       micro_batches=progress["micro_batches"],
                        resumed_from_step=resumed, energy_before_resume_j=energy_before if resumed is not None else 0.0,
                        world_size=dist.world_size, global_batch=global_bs * cfg.grad_accum)
 
