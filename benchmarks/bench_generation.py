@@ -130,7 +130,7 @@ def main() -> None:
 
     resolve(s.name, s.spec)  # materialise a GGUF model once, before either side is timed
     argv = ["--n", str(args.n), *forwarded(args, ["model", "src", "threads", "params"])]
-    results = {side: run_side(__file__, side, argv) for side in ("ftbench", "unshared", "dynamic", "plain")}
+    results = {side: run_side(__file__, side, argv) for side in SIDES}
     if args.old_src:
         results["old"] = run_side(__file__, "ftbench", old_side_argv(argv, args.old_src, args.old_params))
     n = len(results["ftbench"]["answers"])
