@@ -83,6 +83,37 @@ def run_side(script: str, side: str, argv: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def rotated(items: list, k: int) -> list:
+    """``items`` rotated left by ``k``: the order of round ``k`` in :func:`run_rounds`."""
+    return items[k % len(items):] + items[:k % len(items)]
+
+
+def run_rounds(script: str, sides: list[tuple[str, str, list[str]]], repeat: int) -> list[dict[str, dict]]:
+    """Every side of ``sides`` (label, ``--side`` name, arguments) ``repeat`` times, each in a fresh process.
+
+    Round k runs the sides in the list's order rotated by k, so a machine that slows down or speeds up during
+    the run does not favour whichever side always comes first. Returns one {label: result} per round.
+    """
+    out = []
+    for k in range(repeat):
+        order = rotated(sides, k)
+        out.append({label: run_side(script, side, argv) for label, side, argv in order})
+        out[-1] = {label: out[-1][label] for label, _, _ in sides}  # report in the list's order
+    return out
+
+
+def print_ratio_medians(ratios: dict[str, list[float]]) -> None:
+    """The median and range of each per-round ratio: the figure to quote when the machine's speed swings
+    between runs (each ratio is taken within one round, both sides measured minutes apart)."""
+    import statistics
+
+    n = len(next(iter(ratios.values())))
+    print(f"\nratios over {n} rounds (sides alternating; median [min, max]; each round's ratio from that round):")
+    for name, values in ratios.items():
+        shown = ", ".join(f"{v:.2f}" for v in values)
+        print(f"  {name}: {statistics.median(values):.2f}x [{min(values):.2f}, {max(values):.2f}]  ({shown})")
+
+
 def emit(result: dict) -> None:
     """A side's result for :func:`run_side` (always the last stdout line)."""
     print(json.dumps(result), flush=True)

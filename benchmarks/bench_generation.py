@@ -1,6 +1,7 @@
 """Evaluation throughput: ftbench's batched generation vs a plain ``model.generate`` loop at batch size 1.
 
     python benchmarks/bench_generation.py [--n 32] [--model smollm2-135m|DIR] [--src SRC] [--old-src OLD/src]
+                                          [--sides ftbench,unshared,dynamic,plain] [--repeat N]
 
 Both sides answer the same first ``--n`` questions of data/processed/test.jsonl with the same prompts
 (``ftbench.generation.prompts_for``: eval.prompt, eval.system_prompt, contexts fitted to train.max_seq_len),
@@ -15,7 +16,9 @@ off (every prompt prefilled whole): what sharing the same document's prefix buys
 ftbench with ``static_cache=False`` (transformers' growing DynamicCache instead of the preallocated one):
 what writing the key/value cache in place buys. ``--old-src`` adds ftbench's generation imported from an
 older checkout (``git worktree add``) as a fifth side: the issue's "2x main at 864b65d", measured in the
-same run.
+same run. ``--sides`` picks sides (ftbench always runs); ``--repeat N`` runs them all N times, the order
+rotated each round, and prints the median [min, max] of each ratio over the rounds, the figure to quote on
+machines whose speed swings between runs.
 Why: evaluation cost is dominated by generation; the issue's target is a ratio measured in one run.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -34,8 +38,10 @@ from _common import (
     ftbench_origin,
     load_settings,
     old_side_argv,
+    print_ratio_medians,
     read_rows,
-    run_side,
+    rotated,
+    run_rounds,
     use_src,
 )
 
@@ -115,11 +121,20 @@ def main() -> None:
     add_common_args(ap)
     ap.add_argument("--n", type=int, default=32, help="first N questions of data/processed/test.jsonl")
     ap.add_argument("--show", type=int, default=3, help="differing answers to print")
+    ap.add_argument("--sides", default=",".join(SIDES),
+                    help=f"comma-separated sides to run (default all: {','.join(SIDES)}); ftbench always runs")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all sides, order rotated each round; prints each round and the median ratios")
     ap.add_argument("--old-src", help="also run ftbench's generation from this older src/ (same questions)")
     ap.add_argument("--old-params", help="params file of the old side (default: the one beside --old-src)")
     args = ap.parse_args()
     if args.n < 1:
         ap.error("--n must be positive")
+    if args.repeat < 1:
+        ap.error("--repeat must be positive")
+    args.sides = ["ftbench", *[x for x in args.sides.split(",") if x and x != "ftbench"]]
+    if unknown := [x for x in args.sides if x not in SIDES]:
+        ap.error(f"--sides: unknown {', '.join(unknown)} (known: {', '.join(SIDES)})")
     use_src(args)
     s = load_settings(args)
     if args.side:
@@ -130,28 +145,37 @@ def main() -> None:
 
     resolve(s.name, s.spec)  # materialise a GGUF model once, before either side is timed
     argv = ["--n", str(args.n), *forwarded(args, ["model", "src", "threads", "params"])]
-    results = {side: run_side(__file__, side, argv) for side in SIDES}
+    sides = [(side, side, argv) for side in args.sides]
     if args.old_src:
-        results["old"] = run_side(__file__, "ftbench", old_side_argv(argv, args.old_src, args.old_params))
-    n = len(results["ftbench"]["answers"])
+        sides.append(("old", "ftbench", old_side_argv(argv, args.old_src, args.old_params)))
+    rounds = run_rounds(__file__, sides, args.repeat)
+    n = len(rounds[0]["ftbench"]["answers"])
     print(f"greedy generation on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); {n} test questions, "
           f"max_new_tokens {s.eval.max_new_tokens}, prompt {s.eval.prompt}")
     print(f"ftbench imported from {ftbench_origin()}")
-    print(f"{'side':<8} {'batch':>5} {'seconds':>8} {'examples/s':>10}")
-    for side, r in results.items():
-        r["examples_per_s"] = n / r["seconds"]
-        print(f"{side:<8} {r['batch_size']:>5} {r['seconds']:>8.1f} {r['examples_per_s']:>10.2f}")
-    a = results["ftbench"]
-    for other in results:
-        if other == "ftbench":
-            continue
-        b = results[other]
-        differ = [i for i, (x, y) in enumerate(zip(a["answers"], b["answers"], strict=True)) if x != y]
-        print(f"ratio ftbench/{other}: examples/s {a['examples_per_s'] / b['examples_per_s']:.2f}x; "
-              f"greedy answers differing: {len(differ)} of {n}")
-        for i in differ[:args.show]:
-            print(f"  #{i}: ftbench {a['answers'][i]!r} | {other} {b['answers'][i]!r}")
-
+    if args.old_src:
+        print(f"old: ftbench imported from {Path(args.old_src).resolve()}")
+    ratios: dict[str, list[float]] = {f"ftbench/{other}": [] for other, _, _ in sides if other != "ftbench"}
+    for k, results in enumerate(rounds):
+        if len(rounds) > 1:
+            print(f"\nround {k + 1} of {len(rounds)} (run in the order {', '.join(rotated(list(results), k))})")
+        print(f"{'side':<8} {'batch':>5} {'seconds':>8} {'examples/s':>10}")
+        for side, r in results.items():
+            r["examples_per_s"] = n / r["seconds"]
+            print(f"{side:<8} {r['batch_size']:>5} {r['seconds']:>8.1f} {r['examples_per_s']:>10.2f}")
+        a = results["ftbench"]
+        for other in results:
+            if other == "ftbench":
+                continue
+            b = results[other]
+            ratios[f"ftbench/{other}"].append(a["examples_per_s"] / b["examples_per_s"])
+            differ = [i for i, (x, y) in enumerate(zip(a["answers"], b["answers"], strict=True)) if x != y]
+            print(f"ratio ftbench/{other}: examples/s {a['examples_per_s'] / b['examples_per_s']:.2f}x; "
+                  f"greedy answers differing: {len(differ)} of {n}")
+            for i in differ[:args.show]:
+                print(f"  #{i}: ftbench {a['answers'][i]!r} | {other} {b['answers'][i]!r}")
+    if len(rounds) > 1 and ratios:
+        print_ratio_medians({f"{name} examples/s": values for name, values in ratios.items()})
 
 if __name__ == "__main__":
     main()

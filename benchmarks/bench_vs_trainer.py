@@ -1,7 +1,7 @@
 """LoRA training throughput: ftbench's loop vs ``transformers.Trainer`` on the same rows and settings.
 
     python benchmarks/bench_vs_trainer.py [--rows 48|all] [--model smollm2-135m|DIR] [--src SRC] [--old-src OLD/src]
-                                          [--profile]
+                                          [--repeat N] [--profile]
 
 Both sides train ``methods.lora`` with ``train.*`` of params.yaml (lr, batch size, grad_accum, warmup,
 weight decay, clipping, epochs, seed, group_by_length) on the same encoded examples
@@ -14,6 +14,9 @@ non-padding tokens trained on, training seconds (the training call only: load an
 samples/s, tokens/s, peak RSS, last-step and mean loss, torch threads; then the ftbench/Trainer ratios.
 ``--old-src OLD/src`` adds a third side, ftbench's loop imported from an older checkout (``git worktree add``)
 on the same rows, and prints the new/old ratio too: the issue's "2x main at 864b65d" measured in the same run.
+``--repeat N`` runs all sides N times, the order rotated each round (ftbench, Trainer, old; then Trainer,
+old, ftbench; ...), prints every round and the median [min, max] of each ratio over the rounds: the figure
+to quote, because the same code's ratio swings by a third from one run to the next on these machines.
 ``--profile`` adds a process: torch.profiler over one optimizer step of ftbench's loop (after one
 untimed step), top ops by self CPU time.
 Why: the issue's target is a ratio to a standard Trainer measured in one run, because absolute timings on
@@ -40,7 +43,10 @@ from _common import (
     load_settings,
     old_side_argv,
     peak_rss_mb,
+    print_ratio_medians,
     read_rows,
+    rotated,
+    run_rounds,
     run_side,
     use_src,
 )
@@ -163,39 +169,9 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(ap)
-    ap.add_argument("--rows", default="48", help="first N rows of data/processed/train.jsonl, or 'all'")
-    ap.add_argument("--old-src", help="also run ftbench's loop from this older src/ (a third side, same rows)")
-    ap.add_argument("--old-params", help="params file of the old side (default: the one beside --old-src)")
-    ap.add_argument("--profile", action="store_true", help="also profile one step of ftbench's loop")
-    ap.add_argument("--profile-rows", type=int, default=25, help="ops shown by --profile")
-    args = ap.parse_args()
-    if args.rows != "all" and not (args.rows.isdigit() and int(args.rows) > 0):
-        ap.error("--rows must be a positive integer or 'all'")
-    use_src(args)
-    s = load_settings(args)
-    if args.side:
-        emit(SIDES[args.side](s, args))
-        return
-
-    from ftbench.registry import resolve
-
-    resolve(s.name, s.spec)  # materialise a GGUF model once here, so neither side's peak RSS includes it
-    argv = ["--rows", args.rows, "--profile-rows", str(args.profile_rows),
-            *forwarded(args, ["model", "src", "threads", "params"])]
-    results = {side: run_side(__file__, side, argv) for side in ("ftbench", "Trainer")}
-    if args.old_src:
-        results["old"] = run_side(__file__, "ftbench", old_side_argv(argv, args.old_src, args.old_params))
-    t = s.train
-    print(f"LoRA r={s.lora.r} on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); "
-          f"{results['ftbench']['n_examples']} examples x {t.epochs} epoch(s), batch {t.batch_size} x accum "
-          f"{t.grad_accum}, lr {s.lr:g}, warmup {t.warmup_ratio}, wd {t.weight_decay}, seed {s.seed}")
-    grouped = s.raw_train.get("group_by_length", False)
-    knows = "knob known to this ftbench" if hasattr(s.train, "group_by_length") else "knob unknown to this ftbench"
-    print(f"ftbench imported from {ftbench_origin()}; train.group_by_length: {grouped} ({knows}; Trainer: "
-          f"train_sampling_strategy={'group_by_length' if grouped else 'random'})")
+def _print_round(results: dict[str, dict], k: int, n: int) -> None:
+    if n > 1:
+        print(f"\nround {k + 1} of {n} (run in the order {', '.join(rotated(list(results), k))})")
     head = (f"{'side':<8} {'steps':>5} {'samples':>7} {'tokens':>7} {'train s':>8} {'samples/s':>9} "
             f"{'tokens/s':>8} {'peak RSS MB':>11} {'final loss':>10} {'mean loss':>9} {'threads':>7}")
     print(head)
@@ -209,10 +185,71 @@ def main() -> None:
           f"tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, peak RSS {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x")
     if "old" in results:
         o = results["old"]
-        print(f"ratio ftbench/old ({Path(args.old_src).resolve()}): samples/s "
-              f"{a['samples_per_s'] / o['samples_per_s']:.2f}x, tokens/s {a['tokens_per_s'] / o['tokens_per_s']:.2f}x, "
-              f"peak RSS {a['peak_rss_mb'] / o['peak_rss_mb']:.2f}x; old/Trainer samples/s "
-              f"{o['samples_per_s'] / b['samples_per_s']:.2f}x")
+        print(f"ratio ftbench/old: samples/s {a['samples_per_s'] / o['samples_per_s']:.2f}x, "
+              f"tokens/s {a['tokens_per_s'] / o['tokens_per_s']:.2f}x, "
+              f"peak RSS {a['peak_rss_mb'] / o['peak_rss_mb']:.2f}x; "
+              f"old/Trainer samples/s {o['samples_per_s'] / b['samples_per_s']:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(ap)
+    ap.add_argument("--rows", default="48", help="first N rows of data/processed/train.jsonl, or 'all'")
+    ap.add_argument("--old-src", help="also run ftbench's loop from this older src/ (a third side, same rows)")
+    ap.add_argument("--old-params", help="params file of the old side (default: the one beside --old-src)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all sides, order rotated each round; prints each round and the median ratios")
+    ap.add_argument("--profile", action="store_true", help="also profile one step of ftbench's loop")
+    ap.add_argument("--profile-rows", type=int, default=25, help="ops shown by --profile")
+    args = ap.parse_args()
+    if args.rows != "all" and not (args.rows.isdigit() and int(args.rows) > 0):
+        ap.error("--rows must be a positive integer or 'all'")
+    if args.repeat < 1:
+        ap.error("--repeat must be positive")
+    use_src(args)
+    s = load_settings(args)
+    if args.side:
+        emit(SIDES[args.side](s, args))
+        return
+
+    from ftbench.registry import resolve
+
+    resolve(s.name, s.spec)  # materialise a GGUF model once here, so neither side's peak RSS includes it
+    argv = ["--rows", args.rows, "--profile-rows", str(args.profile_rows),
+            *forwarded(args, ["model", "src", "threads", "params"])]
+    sides = [("ftbench", "ftbench", argv), ("Trainer", "Trainer", argv)]
+    if args.old_src:
+        sides.append(("old", "ftbench", old_side_argv(argv, args.old_src, args.old_params)))
+    rounds = run_rounds(__file__, sides, args.repeat)
+    t = s.train
+    first = rounds[0]
+    print(f"LoRA r={s.lora.r} on {s.name} ({s.device}, {str(s.dtype).removeprefix('torch.')}); "
+          f"{first['ftbench']['n_examples']} examples x {t.epochs} epoch(s), batch {t.batch_size} x accum "
+          f"{t.grad_accum}, lr {s.lr:g}, warmup {t.warmup_ratio}, wd {t.weight_decay}, seed {s.seed}")
+    grouped = s.raw_train.get("group_by_length", False)
+    knows = "knob known to this ftbench" if hasattr(s.train, "group_by_length") else "knob unknown to this ftbench"
+    print(f"ftbench imported from {ftbench_origin()}; train.group_by_length: {grouped} ({knows}; Trainer: "
+          f"train_sampling_strategy={'group_by_length' if grouped else 'random'})")
+    if args.old_src:
+        print(f"old: ftbench imported from {Path(args.old_src).resolve()}")
+    ratios: dict[str, list[float]] = {"ftbench/Trainer samples/s": []}
+    if args.old_src:
+        ratios |= {"ftbench/old samples/s": [], "old/Trainer samples/s": []}
+    ratios["ftbench/Trainer peak RSS"] = []
+    if args.old_src:
+        ratios["ftbench/old peak RSS"] = []
+    for k, results in enumerate(rounds):
+        _print_round(results, k, len(rounds))
+        a, b = results["ftbench"], results["Trainer"]
+        ratios["ftbench/Trainer samples/s"].append(a["samples_per_s"] / b["samples_per_s"])
+        ratios["ftbench/Trainer peak RSS"].append(a["peak_rss_mb"] / b["peak_rss_mb"])
+        if "old" in results:
+            o = results["old"]
+            ratios["ftbench/old samples/s"].append(a["samples_per_s"] / o["samples_per_s"])
+            ratios["old/Trainer samples/s"].append(o["samples_per_s"] / b["samples_per_s"])
+            ratios["ftbench/old peak RSS"].append(a["peak_rss_mb"] / o["peak_rss_mb"])
+    if len(rounds) > 1:
+        print_ratio_medians(ratios)
     if args.profile:
         prof = run_side(__file__, "profile", argv)
         print(f"\ntorch.profiler: one optimizer step of ftbench's loop ({prof['examples']} examples), "

@@ -75,11 +75,20 @@ def _check_config(config: Path, cfg: TrainParams) -> None:
                           fix="write one with `accelerate config --config_file <path>`") from None
     if not isinstance(settings, dict):
         raise ConfigError(f"{config}: not an accelerate config (a YAML mapping)", fix="see configs/accelerate/")
-    if settings.get("distributed_type") == "DEEPSPEED" and cfg.grad_accum != 1:
-        raise ConfigError(f"{config} is DeepSpeed, which steps inside backward: train.grad_accum must be 1, "
+    if settings.get("distributed_type") == "DEEPSPEED":
+        check_deepspeed(cfg, str(config))
+
+
+def check_deepspeed(cfg: TrainParams, where: str) -> None:
+    """What DeepSpeed cannot run: its engine steps the optimizer inside each backward pass, so a batch can
+    be neither accumulated (``grad_accum``) nor cut into several backward passes (``micro_batch_tokens``).
+    Checked before launch (``where`` = the accelerate config) and again by :meth:`Dist.wrap` (a process
+    launched by hand)."""
+    if cfg.grad_accum != 1:
+        raise ConfigError(f"{where} is DeepSpeed, which steps inside backward: train.grad_accum must be 1, "
                           f"not {cfg.grad_accum}", fix="raise train.batch_size or the number of processes instead")
-    if settings.get("distributed_type") == "DEEPSPEED" and cfg.micro_batch_tokens is not None:
-        raise ConfigError(f"{config} is DeepSpeed, which steps inside backward: train.micro_batch_tokens (a batch as "
+    if cfg.micro_batch_tokens is not None:
+        raise ConfigError(f"{where} is DeepSpeed, which steps inside backward: train.micro_batch_tokens (a batch as "
                           f"several backward passes) must be null, not {cfg.micro_batch_tokens}",
                           fix="set train.micro_batch_tokens: null (lower train.batch_size for less memory)")
 
@@ -171,10 +180,7 @@ class Dist:
         acc = self.accelerator
         if self.kind == "deepspeed":
             ds = acc.state.deepspeed_plugin.deepspeed_config
-            if cfg.grad_accum != 1 or cfg.micro_batch_tokens is not None:
-                raise ConfigError("train.grad_accum must be 1 and train.micro_batch_tokens null with DeepSpeed (its "
-                                  "engine steps inside backward)", fix="set them so; raise train.batch_size or the "
-                                  "number of processes instead")
+            check_deepspeed(cfg, "this run (accelerate)")
             ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
             ds["gradient_accumulation_steps"] = 1
             ds["gradient_clipping"] = cfg.max_grad_norm or 0.0

@@ -30,6 +30,7 @@ import torch
 
 from ftbench.prefix import PrefixGroup, share_groups
 from ftbench.prompts import fit_context, render_prompt
+from ftbench.registry import base_model
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,6 @@ class _Batch:
     steps: int  # decoding steps run (the batch stops when every row has stopped, or at max_new_tokens)
 
 
-def _base(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _builds_cache(model: Any) -> bool:
     """Whether ftbench builds the cache itself: the model's ``generation_config.cache_implementation`` is unset
     or one of the two kinds ftbench builds (``static_cache`` then picks). Any other (offloaded, quantized, ...)
@@ -124,7 +121,7 @@ def _new_cache(model: Any, columns: int, static: bool) -> Any | None:
 
     if not _builds_cache(model):
         return None
-    config = _base(model).config.get_text_config(decoder=True)
+    config = base_model(model).config.get_text_config(decoder=True)
     if static:
         cache = StaticCache(config=config, max_cache_len=columns)
         if all(type(layer) is StaticLayer for layer in cache.layers):
@@ -190,7 +187,7 @@ def _can_share(model: Any, span: int) -> bool:
     ftbench builds the cache (:func:`_builds_cache`), and no sliding window is shorter than a batch's ``span``
     of columns (the window counts columns, and the padding between prefix and question would move what falls
     inside it)."""
-    base = _base(model)
+    base = base_model(model)
     window = getattr(base.config, "sliding_window", None)
     if window is not None and window < span:
         return False
@@ -206,7 +203,7 @@ def _can_share(model: Any, span: int) -> bool:
 def _cache_kwarg(model: Any) -> str:
     """What this transformers calls the cache argument of ``forward``/``generate`` (``cache`` since 5.x,
     ``past_key_values`` before)."""
-    base = _base(model)
+    base = base_model(model)
     return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
 
@@ -247,6 +244,7 @@ def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: l
     owner = torch.tensor([k for k, _ in rows], device=device)
     for i, layer in enumerate(prefix_cache.layers):
         cache.update(layer.keys.index_select(0, owner), layer.values.index_select(0, owner), i)
+    del prefix_cache  # copied to every row: free it before decoding
     full_ids = torch.full((len(rows), width_p + width_r), pad, dtype=torch.long)
     full_mask = torch.zeros_like(full_ids)
     computed = sum(cut)

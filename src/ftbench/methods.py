@@ -31,7 +31,7 @@ import torch
 
 from ftbench.io import ConfigError
 from ftbench.params import FullParams, LoraAllParams, LoraParams, ModelSpec, QLoraParams, TopLayerParams
-from ftbench.registry import load_model
+from ftbench.registry import base_model, load_model
 
 TOP_LAYER_FILE = "tuned_layers.safetensors"  # top_layer and full: the trained weights by name
 ADAPTER_METHODS = ("lora", "qlora", "dora", "lora_all")  # what ships is a peft adapter
@@ -162,10 +162,6 @@ _BUILDERS = {"lora": _lora, "qlora": _qlora, "top_layer": _top_layer, "dora": _d
              "full": _full}
 
 
-def _base(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _cast_floats(obj: Any, dtype: torch.dtype | None) -> Any:
     if dtype is None:
         return obj
@@ -201,7 +197,7 @@ def _keep_trainable_in(model: Any, trainable_dtype: torch.dtype, frozen_dtype: t
             p.data = p.data.to(trainable_dtype)
     if trainable_dtype == frozen_dtype:
         return
-    base = _base(model)
+    base = base_model(model)
     blocks = list(getattr(getattr(base, "model", None), "layers", None) or [])
     head = base.get_output_embeddings()
     for unit in (base.get_input_embeddings(), *blocks, head):
@@ -216,7 +212,7 @@ def _checkpoint_activations(model: Any) -> None:
     transformers also makes the embeddings' output require grad (needed by reentrant checkpointing
     only); that is undone, or top-layer tuning would backpropagate through every frozen block.
     """
-    base = _base(model)
+    base = base_model(model)
     enable = getattr(base, "activation_checkpointing_enable", None)  # the name since transformers 5.x
     if enable is not None:
         enable({"use_reentrant": False})
@@ -256,7 +252,7 @@ def regime(model: Any) -> dict:
     return {"trainable_dtype": sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
                                        if p.requires_grad}),
             "gradient_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True
-                                          for m in _base(model).modules())}
+                                          for m in base_model(model).modules())}
 
 
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:

@@ -105,6 +105,13 @@ def load_model(name: str, spec: ModelSpec, *, dtype: torch.dtype, device: str,
     return model
 
 
+def base_model(model: Any) -> Any:
+    """The transformers model inside a peft wrapper, or ``model`` itself when it is not wrapped: the object
+    whose config, ``forward`` signature and modules are the architecture's. peft injects its layers in place,
+    so the base model's forward runs the adapters too."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def one_cpu_kernel_path(model: Any) -> int:
     """Keep every bitsandbytes 4-bit layer on the dequantise-then-matmul path, on every CPU.
 

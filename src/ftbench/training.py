@@ -43,6 +43,7 @@ from ftbench.io import ConfigError, DataError, write_json
 from ftbench.params import TrainParams
 from ftbench.prefix import pack_shared, prompt_length, share_groups
 from ftbench.prompts import fit_context, render_prompt
+from ftbench.registry import base_model
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def supports_packing(model: Any, max_len: int) -> bool:
     """Whether packing gives this model what padding gives it: its attention takes the 4-D masks packing
     needs (SDPA and eager do; flash-attention kernels take no mask and would let branches see each other),
     and no sliding window shorter than an example (a custom mask replaces the window)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     window = getattr(base.config, "sliding_window", None)
     return (getattr(base.config, "_attn_implementation", None) in ("sdpa", "eager")
             and (window is None or window >= max_len))
@@ -270,7 +271,7 @@ def _decoder_and_head(model: Any) -> tuple[Any, Any]:
 
     peft injects LoRA layers in place, so the decoder of ``get_base_model()`` runs the adapters too.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     for attr in _LOGIT_TRANSFORMS:
         if getattr(base.config, attr, None) not in (None, 1, 1.0):
             raise ConfigError(f"{type(base).__name__} transforms its logits ({attr}); the answer-only loss does not",
@@ -320,7 +321,7 @@ class AnswerLoss(torch.nn.Module):
     def __init__(self, model: Any):
         super().__init__()
         self.model = model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model(model)
         self._no_split_modules = getattr(base, "_no_split_modules", None)  # FSDP wraps these blocks one by one
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
