@@ -9,6 +9,9 @@ Why each piece exists:
 - Settings are read from the raw params.yaml and built into whatever dataclasses the imported ftbench
   defines (:func:`load_settings`): an old checkout's strict loader rejects keys added since, and both
   sides must get the same hyperparameters anyway.
+- :func:`run_rounds` repeats all sides, rotating their order each round, and :func:`print_ratio_medians`
+  summarises each ratio over the rounds: the same code's ratio swings by a third between runs on shared
+  machines, so one round neither proves nor disproves a target.
 - :func:`call` drops keyword arguments the imported version does not take, so small signature changes
   between versions do not break the benchmark (a missing *required* argument still fails loudly).
 """
@@ -108,7 +111,7 @@ def print_ratio_medians(ratios: dict[str, list[float]]) -> None:
     import statistics
 
     n = len(next(iter(ratios.values())))
-    print(f"\nratios over {n} rounds (sides alternating; median [min, max]; each round's ratio from that round):")
+    print(f"\nratios over {n} rounds (order rotated each round; median [min, max]; each ratio taken within its round):")
     for name, values in ratios.items():
         shown = ", ".join(f"{v:.2f}" for v in values)
         print(f"  {name}: {statistics.median(values):.2f}x [{min(values):.2f}, {max(values):.2f}]  ({shown})")

@@ -124,7 +124,8 @@ def main() -> None:
     ap.add_argument("--sides", default=",".join(SIDES),
                     help=f"comma-separated sides to run (default all: {','.join(SIDES)}); ftbench always runs")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="rounds of all sides, order rotated each round; prints each round and the median ratios")
+                    help="rounds of all sides, order rotated each round (a multiple of the number of sides runs "
+                         "each side in each position equally often); prints each round and the median ratios")
     ap.add_argument("--old-src", help="also run ftbench's generation from this older src/ (same questions)")
     ap.add_argument("--old-params", help="params file of the old side (default: the one beside --old-src)")
     args = ap.parse_args()
@@ -132,7 +133,7 @@ def main() -> None:
         ap.error("--n must be positive")
     if args.repeat < 1:
         ap.error("--repeat must be positive")
-    args.sides = ["ftbench", *[x for x in args.sides.split(",") if x and x != "ftbench"]]
+    args.sides = list(dict.fromkeys(["ftbench", *(x.strip() for x in args.sides.split(",") if x.strip())]))
     if unknown := [x for x in args.sides if x not in SIDES]:
         ap.error(f"--sides: unknown {', '.join(unknown)} (known: {', '.join(SIDES)})")
     use_src(args)
@@ -176,6 +177,7 @@ def main() -> None:
                 print(f"  #{i}: ftbench {a['answers'][i]!r} | {other} {b['answers'][i]!r}")
     if len(rounds) > 1 and ratios:
         print_ratio_medians({f"{name} examples/s": values for name, values in ratios.items()})
+
 
 if __name__ == "__main__":
     main()

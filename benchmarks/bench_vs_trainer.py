@@ -169,26 +169,30 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def _print_round(results: dict[str, dict], k: int, n: int) -> None:
+_RATES = {"samples/s": "samples_per_s", "tokens/s": "tokens_per_s", "peak RSS": "peak_rss_mb"}
+
+
+def _round_ratios(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """One round's rates (written into each side's result) and, per pair of sides ("ftbench/Trainer", ...),
+    the ratio of each figure of ``_RATES``."""
+    for r in results.values():
+        r["samples_per_s"], r["tokens_per_s"] = r["samples"] / r["seconds"], r["tokens"] / r["seconds"]
+    pairs = [("ftbench", "Trainer")] + ([("ftbench", "old"), ("old", "Trainer")] if "old" in results else [])
+    return {f"{x}/{y}": {label: results[x][key] / results[y][key] for label, key in _RATES.items()}
+            for x, y in pairs}
+
+
+def _print_round(results: dict[str, dict], ratios: dict[str, dict[str, float]], k: int, n: int) -> None:
     if n > 1:
         print(f"\nround {k + 1} of {n} (run in the order {', '.join(rotated(list(results), k))})")
-    head = (f"{'side':<8} {'steps':>5} {'samples':>7} {'tokens':>7} {'train s':>8} {'samples/s':>9} "
-            f"{'tokens/s':>8} {'peak RSS MB':>11} {'final loss':>10} {'mean loss':>9} {'threads':>7}")
-    print(head)
+    print(f"{'side':<8} {'steps':>5} {'samples':>7} {'tokens':>7} {'train s':>8} {'samples/s':>9} "
+          f"{'tokens/s':>8} {'peak RSS MB':>11} {'final loss':>10} {'mean loss':>9} {'threads':>7}")
     for side, r in results.items():
-        r["samples_per_s"], r["tokens_per_s"] = r["samples"] / r["seconds"], r["tokens"] / r["seconds"]
         print(f"{side:<8} {r['steps']:>5} {r['samples']:>7} {r['tokens']:>7} {r['seconds']:>8.1f} "
               f"{r['samples_per_s']:>9.2f} {r['tokens_per_s']:>8.0f} {r['peak_rss_mb']:>11.0f} "
               f"{_fmt(r['final_loss'], '.4f'):>10} {_fmt(r['mean_loss'], '.4f'):>9} {r['threads']:>7}")
-    a, b = results["ftbench"], results["Trainer"]
-    print(f"ratio ftbench/Trainer: samples/s {a['samples_per_s'] / b['samples_per_s']:.2f}x, "
-          f"tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, peak RSS {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x")
-    if "old" in results:
-        o = results["old"]
-        print(f"ratio ftbench/old: samples/s {a['samples_per_s'] / o['samples_per_s']:.2f}x, "
-              f"tokens/s {a['tokens_per_s'] / o['tokens_per_s']:.2f}x, "
-              f"peak RSS {a['peak_rss_mb'] / o['peak_rss_mb']:.2f}x; "
-              f"old/Trainer samples/s {o['samples_per_s'] / b['samples_per_s']:.2f}x")
+    for pair, figures in ratios.items():
+        print(f"ratio {pair}: " + ", ".join(f"{label} {value:.2f}x" for label, value in figures.items()))
 
 
 def main() -> None:
@@ -198,7 +202,8 @@ def main() -> None:
     ap.add_argument("--old-src", help="also run ftbench's loop from this older src/ (a third side, same rows)")
     ap.add_argument("--old-params", help="params file of the old side (default: the one beside --old-src)")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="rounds of all sides, order rotated each round; prints each round and the median ratios")
+                    help="rounds of all sides, order rotated each round (a multiple of the number of sides runs "
+                         "each side in each position equally often); prints each round and the median ratios")
     ap.add_argument("--profile", action="store_true", help="also profile one step of ftbench's loop")
     ap.add_argument("--profile-rows", type=int, default=25, help="ops shown by --profile")
     args = ap.parse_args()
@@ -232,22 +237,13 @@ def main() -> None:
           f"train_sampling_strategy={'group_by_length' if grouped else 'random'})")
     if args.old_src:
         print(f"old: ftbench imported from {Path(args.old_src).resolve()}")
-    ratios: dict[str, list[float]] = {"ftbench/Trainer samples/s": []}
-    if args.old_src:
-        ratios |= {"ftbench/old samples/s": [], "old/Trainer samples/s": []}
-    ratios["ftbench/Trainer peak RSS"] = []
-    if args.old_src:
-        ratios["ftbench/old peak RSS"] = []
+    ratios: dict[str, list[float]] = {}
     for k, results in enumerate(rounds):
-        _print_round(results, k, len(rounds))
-        a, b = results["ftbench"], results["Trainer"]
-        ratios["ftbench/Trainer samples/s"].append(a["samples_per_s"] / b["samples_per_s"])
-        ratios["ftbench/Trainer peak RSS"].append(a["peak_rss_mb"] / b["peak_rss_mb"])
-        if "old" in results:
-            o = results["old"]
-            ratios["ftbench/old samples/s"].append(a["samples_per_s"] / o["samples_per_s"])
-            ratios["old/Trainer samples/s"].append(o["samples_per_s"] / b["samples_per_s"])
-            ratios["ftbench/old peak RSS"].append(a["peak_rss_mb"] / o["peak_rss_mb"])
+        this_round = _round_ratios(results)
+        _print_round(results, this_round, k, len(rounds))
+        for pair, figures in this_round.items():
+            for label in ("samples/s", "peak RSS"):
+                ratios.setdefault(f"{pair} {label}", []).append(figures[label])
     if len(rounds) > 1:
         print_ratio_medians(ratios)
     if args.profile:

@@ -249,6 +249,44 @@ def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama,
             == generate(model, tok, prompts[:4], share_prefix=False, static_cache=False, **single)[0])
 
 
+def _with_staggered_stops(model, tok, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Make stop tokens of what a random model generates, so that the first six answers end at steps 2 to 6
+    and the last two run to ``max_new_tokens``; returns ``model.generate``'s answers, one prompt at a time."""
+    rows = [tok(p, return_tensors="pt", add_special_tokens=False) for p in prompts]
+
+    def answer(r, stops):
+        with torch.no_grad():
+            out = model.generate(**r, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=tok.pad_token_id)
+        return out[0, r["input_ids"].shape[1]:]
+
+    free = [answer(r, None).tolist() for r in rows]
+    model.generation_config.eos_token_id = sorted({row[i % 5 + 1] for i, row in enumerate(free[:6])})
+    stops = [*model.generation_config.eos_token_id, tok.eos_token_id]
+    return [tok.decode(answer(r, stops), skip_special_tokens=True).strip() for r in rows]
+
+
+@pytest.mark.parametrize(("arch", "share_prefix", "static_cache"), [
+    ("llama", True, True), ("llama", False, True), ("llama", True, False), ("mistral", True, True),
+    ("llama-lora", True, True),
+])
+def test_finished_rows_leave_the_batch_and_answers_are_generates_own(arch, share_prefix, static_cache,
+                                                                     tiny_llama, tiny_mistral):
+    """One batch of eight whose answers stop at different steps: rows that have stopped leave the batch
+    (fewer rows x steps decoded than the batch's rows x its steps), and every answer is the one
+    ``model.generate`` gives that prompt alone. A wrong cache row after dropping rows, a lost mask column or
+    a position off by one would change the greedy tokens of a random model."""
+    model, tok = _varied_model(arch, tiny_llama, tiny_mistral)
+    prompts = _fleet_prompts(tok)
+    reference = _with_staggered_stops(model, tok, prompts, 8)
+    gen = {**GEN, "max_new_tokens": 8, "batch_size": 8}
+    answers, cost = generate(model, tok, prompts, share_prefix=share_prefix, static_cache=static_cache, **gen)
+    assert answers == reference
+    assert len(set(answers)) > len(answers) // 2
+    assert cost["decoding_steps"] == 8  # the batch ran on after its first rows stopped, without them:
+    assert cost["generated_tokens"] <= cost["decoded_tokens"] < len(prompts) * cost["decoding_steps"]
+
+
 @pytest.mark.parametrize(("arch", "share_prefix", "static_cache", "layer"), [
     ("llama", True, True, "StaticLayer"),
     ("llama", False, True, "StaticLayer"),

@@ -180,7 +180,7 @@ class Dist:
         acc = self.accelerator
         if self.kind == "deepspeed":
             ds = acc.state.deepspeed_plugin.deepspeed_config
-            check_deepspeed(cfg, "this run (accelerate)")
+            check_deepspeed(cfg, "this accelerate run")
             ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
             ds["gradient_accumulation_steps"] = 1
             ds["gradient_clipping"] = cfg.max_grad_norm or 0.0
