@@ -82,7 +82,8 @@ def test_latency_summary_states_its_count_and_gives_no_p95_from_few_runs():
 
 class _ScriptedModel:
     """Stands in for a causal LM: row i answers with (real prompt tokens % 3) + 1 copies of ``word`` and then
-    EOS, and a batch stops at the step where its last row stopped, as ``generate`` does. Records the columns
+    EOS, and a batch stops at the step where its last row stopped, as one ``generate`` call does (it ignores
+    stopping criteria, so no batch is split: the accounting of a single call). Records the columns
     of the cache each call was handed, and refuses to be let compile (as transformers would on CUDA with a
     static cache)."""
 
@@ -133,7 +134,7 @@ def test_cost_counts_decoding_steps_run_and_batches_follow_token_length(smollm_t
     assert cost["decoding_steps"] == sum(steps for _, steps in batched)
     assert cost["decoded_tokens"] == sum(len(lengths) * steps for lengths, steps in batched)
     assert cost["generated_tokens"] == sum(min(n % 3 + 2, 3) for n in n_tokens)  # up to and including EOS
-    assert cost["generated_tokens"] < cost["decoded_tokens"]  # finished rows still cost a step in their batch
+    assert cost["generated_tokens"] < cost["decoded_tokens"]  # within one call, finished rows still cost a step
     seconds = cost["generation_seconds"]
     assert cost["examples_per_s"] == pytest.approx(len(prompts) / seconds)
     assert cost["decoded_tokens_per_s"] == pytest.approx(cost["decoded_tokens"] / seconds)
@@ -249,9 +250,10 @@ def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama,
             == generate(model, tok, prompts[:4], share_prefix=False, static_cache=False, **single)[0])
 
 
-def _with_staggered_stops(model, tok, prompts: list[str], max_new_tokens: int) -> list[str]:
+def _with_staggered_stops(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str], list[int]]:
     """Make stop tokens of what a random model generates, so that the first six answers end at steps 2 to 6
-    and the last two run to ``max_new_tokens``; returns ``model.generate``'s answers, one prompt at a time."""
+    and the last two run to ``max_new_tokens``; returns ``model.generate``'s answers, one prompt at a time,
+    and the step at which each answer stopped (``max_new_tokens`` + 1 for one that never did)."""
     rows = [tok(p, return_tensors="pt", add_special_tokens=False) for p in prompts]
 
     def answer(r, stops):
@@ -263,12 +265,27 @@ def _with_staggered_stops(model, tok, prompts: list[str], max_new_tokens: int) -
     free = [answer(r, None).tolist() for r in rows]
     model.generation_config.eos_token_id = sorted({row[i % 5 + 1] for i, row in enumerate(free[:6])})
     stops = [*model.generation_config.eos_token_id, tok.eos_token_id]
-    return [tok.decode(answer(r, stops), skip_special_tokens=True).strip() for r in rows]
+    outs = [answer(r, stops).tolist() for r in rows]
+    ends = [next((i + 1 for i, t in enumerate(o) if t in stops), max_new_tokens + 1) for o in outs]
+    return [tok.decode(o, skip_special_tokens=True).strip() for o in outs], ends
+
+
+def _rows_times_steps(ends: list[int], max_new_tokens: int) -> int:
+    """Rows x steps decoded when each ``generate`` call ends as soon as half of its rows have stopped (row i
+    stops at step ``ends[i]``) and only the unfinished rows go on."""
+    live, step, decoded = list(ends), 0, 0
+    while live and step < max_new_tokens:
+        stop = next(s for s in range(step + 1, max_new_tokens + 1)
+                    if s == max_new_tokens or 2 * sum(e <= s for e in live) >= len(live) or len(live) == 1)
+        decoded, step = decoded + len(live) * (stop - step), stop
+        live = [e for e in live if e > step]
+    return decoded
 
 
 @pytest.mark.parametrize(("arch", "share_prefix", "static_cache"), [
-    ("llama", True, True), ("llama", False, True), ("llama", True, False), ("mistral", True, True),
-    ("llama-lora", True, True),
+    ("llama", True, True), ("llama", False, True), ("llama", True, False), ("llama", False, False),
+    ("mistral", True, True), ("mistral-window", False, True), ("llama-lora", True, True),
+    ("llama-min-new-tokens", True, True),
 ])
 def test_finished_rows_leave_the_batch_and_answers_are_generates_own(arch, share_prefix, static_cache,
                                                                      tiny_llama, tiny_mistral):
@@ -276,15 +293,21 @@ def test_finished_rows_leave_the_batch_and_answers_are_generates_own(arch, share
     (fewer rows x steps decoded than the batch's rows x its steps), and every answer is the one
     ``model.generate`` gives that prompt alone. A wrong cache row after dropping rows, a lost mask column or
     a position off by one would change the greedy tokens of a random model."""
-    model, tok = _varied_model(arch, tiny_llama, tiny_mistral)
+    model, tok = _varied_model(arch.removesuffix("-min-new-tokens"), tiny_llama, tiny_mistral)
+    if arch == "mistral-window":
+        model.config.sliding_window = 8  # the dynamic sliding-window cache, rows dropped from it
+    if arch.endswith("-min-new-tokens"):
+        model.generation_config.min_new_tokens = 1  # counted per generate call: the batch must not split
     prompts = _fleet_prompts(tok)
-    reference = _with_staggered_stops(model, tok, prompts, 8)
+    reference, ends = _with_staggered_stops(model, tok, prompts, 8)
     gen = {**GEN, "max_new_tokens": 8, "batch_size": 8}
     answers, cost = generate(model, tok, prompts, share_prefix=share_prefix, static_cache=static_cache, **gen)
     assert answers == reference
-    assert len(set(answers)) > len(answers) // 2
-    assert cost["decoding_steps"] == 8  # the batch ran on after its first rows stopped, without them:
-    assert cost["generated_tokens"] <= cost["decoded_tokens"] < len(prompts) * cost["decoding_steps"]
+    assert len(set(answers)) > len(answers) // 2 and min(ends) < 8 < max(ends)
+    assert cost["decoding_steps"] == 8  # the batch ran on after its first rows stopped, without them
+    one_call = len(prompts) * cost["decoding_steps"]
+    assert cost["decoded_tokens"] == (one_call if arch.endswith("-min-new-tokens") else _rows_times_steps(ends, 8))
+    assert arch.endswith("-min-new-tokens") or cost["decoded_tokens"] < one_call
 
 
 @pytest.mark.parametrize(("arch", "share_prefix", "static_cache", "layer"), [

@@ -159,6 +159,16 @@ class _HalfFinished(StoppingCriteria):
         return torch.full_like(done, 2 * int(done.sum()) >= len(done))
 
 
+_PER_CALL_SETTINGS = ("min_new_tokens", "exponential_decay_length_penalty", "begin_suppress_tokens", "max_time")
+
+
+def _can_split(model: Any) -> bool:
+    """Whether a batch's decoding may run as several ``generate`` calls: not when the generation config sets
+    something ``generate`` counts from the start of each call (the new tokens' count, the time limit), which
+    would restart in the second call and change the answers."""
+    return all(getattr(model.generation_config, name, None) in (None, 0) for name in _PER_CALL_SETTINGS)
+
+
 def _decode(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, max_new_tokens: int,
             stops: list[int], pad: int) -> tuple[torch.Tensor, int]:
     """Greedy continuation of a batch in which finished rows leave the batch.
@@ -171,7 +181,8 @@ def _decode(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any 
     only the last token (``generate`` continues from a cache holding all but it). Every row sees exactly the
     tokens and positions it would in one call, so the answers are ``generate``'s own up to float rounding
     (tested against ``model.generate`` one prompt at a time). A model whose cache ftbench did not build
-    (``cache`` None) and a single row decode in one call.
+    (``cache`` None), a generation config with per-call settings (:func:`_can_split`) and a single row decode
+    in one call.
     Returns the generated columns ([rows, steps], ``pad`` after a row's stop) and rows x steps decoded.
     """
     rows, width = input_ids.shape
@@ -179,8 +190,9 @@ def _decode(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any 
     stop_ids = torch.tensor(stops, dtype=input_ids.dtype, device=input_ids.device)
     live = torch.arange(rows, device=input_ids.device)  # rows of the batch still decoding, in batch order
     steps = decoded = 0
+    splittable = cache is not None and _can_split(model)
     while True:
-        split = cache is not None and len(live) > 1
+        split = splittable and len(live) > 1
         half = StoppingCriteriaList([_HalfFinished(stop_ids, input_ids.shape[1])])
         extra = {"stopping_criteria": half} if split else {}
         ids = _greedy(model, input_ids, mask, cache, max_new_tokens - steps, stops, pad, **extra)
