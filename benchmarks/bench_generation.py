@@ -1,7 +1,7 @@
 """Evaluation throughput: ftbench's batched generation vs a plain ``model.generate`` loop at batch size 1.
 
     python benchmarks/bench_generation.py [--n 32] [--model smollm2-135m|DIR] [--src SRC] [--old-src OLD/src]
-                                          [--sides ftbench,unshared,dynamic,plain] [--repeat N]
+                                          [--sides ftbench,unshared,dynamic,wide,plain] [--repeat N]
 
 Both sides answer the same first ``--n`` questions of data/processed/test.jsonl with the same prompts
 (``ftbench.generation.prompts_for``: eval.prompt, eval.system_prompt, contexts fitted to train.max_seq_len),
@@ -14,8 +14,10 @@ greedy decoding with left padding can flip a near-tie token, so a few difference
 would mean the batched path is broken. A third side, ``unshared``, is ftbench with ``eval.share_prefix``
 off (every prompt prefilled whole): what sharing the same document's prefix buys. A fourth, ``dynamic``, is
 ftbench with ``static_cache=False`` (transformers' growing DynamicCache instead of the preallocated one):
-what writing the key/value cache in place buys. ``--old-src`` adds ftbench's generation imported from an
-older checkout (``git worktree add``) as a fifth side: the issue's "2x main at 864b65d", measured in the
+what writing the key/value cache in place buys. A fifth, ``wide``, is ftbench with ``weight_first=False``
+(every linear layer as ``F.linear``, also on the few rows of a decoding step): what
+``ftbench.skinny.weight_first`` buys. ``--old-src`` adds ftbench's generation imported from an
+older checkout (``git worktree add``) as a last side: the issue's "2x main at 864b65d", measured in the
 same run. ``--sides`` picks sides (ftbench always runs); ``--repeat N`` runs them all N times, the order
 rotated each round, and prints the median [min, max] of each ratio over the rounds, the figure to quote on
 machines whose speed swings between runs.
@@ -60,23 +62,24 @@ def _prompts(s: Settings, tok: Any, rows: list[dict]) -> list[str]:
 
 
 def _generate_ftbench(s: Settings, model: Any, tok: Any, rows: list[dict], batch_size: int,
-                      share_prefix: bool = True, static_cache: bool = True) -> list[str]:
+                      share_prefix: bool = True, static_cache: bool = True, weight_first: bool = True) -> list[str]:
     from ftbench.generation import generate_answers
 
     answers, _ = call(generate_answers, model, tok, rows, style=s.eval.prompt, system_prompt=s.eval.system_prompt,
                       max_new_tokens=s.eval.max_new_tokens, batch_size=batch_size,
                       max_prompt_tokens=s.train.max_seq_len, device=s.device, latency_examples=0,
                       context_truncation=getattr(s.eval, "context_truncation", None), share_prefix=share_prefix,
-                      static_cache=static_cache)
+                      static_cache=static_cache, weight_first=weight_first)
     return answers
 
 
-def side_ftbench(s: Settings, args: argparse.Namespace, share_prefix: bool = True, static_cache: bool = True) -> dict:
+def side_ftbench(s: Settings, args: argparse.Namespace, share_prefix: bool = True, static_cache: bool = True,
+                 weight_first: bool = True) -> dict:
     model, tok = _model(s)
     rows = read_rows("test", args.n)
-    _generate_ftbench(s, model, tok, rows[:1], 1, static_cache=static_cache)  # untimed warm-up
+    _generate_ftbench(s, model, tok, rows[:1], 1, static_cache=static_cache, weight_first=weight_first)  # warm-up
     start = time.perf_counter()
-    answers = _generate_ftbench(s, model, tok, rows, s.eval.batch_size, share_prefix, static_cache)
+    answers = _generate_ftbench(s, model, tok, rows, s.eval.batch_size, share_prefix, static_cache, weight_first)
     return {"seconds": time.perf_counter() - start, "answers": answers, "batch_size": s.eval.batch_size}
 
 
@@ -86,6 +89,10 @@ def side_unshared(s: Settings, args: argparse.Namespace) -> dict:
 
 def side_dynamic(s: Settings, args: argparse.Namespace) -> dict:
     return side_ftbench(s, args, static_cache=False)
+
+
+def side_wide(s: Settings, args: argparse.Namespace) -> dict:
+    return side_ftbench(s, args, weight_first=False)
 
 
 def side_plain(s: Settings, args: argparse.Namespace) -> dict:
@@ -113,7 +120,8 @@ def side_plain(s: Settings, args: argparse.Namespace) -> dict:
     return {"seconds": time.perf_counter() - start, "answers": answers, "batch_size": 1}
 
 
-SIDES = {"ftbench": side_ftbench, "unshared": side_unshared, "dynamic": side_dynamic, "plain": side_plain}
+SIDES = {"ftbench": side_ftbench, "unshared": side_unshared, "dynamic": side_dynamic, "wide": side_wide,
+         "plain": side_plain}
 
 
 def main() -> None:

@@ -176,13 +176,13 @@ def test_eval_json_reports_truncation_latency_count_and_timing(tiny_llama, tmp_p
 
 
 def _varied_model(arch: str, tiny_llama, tiny_mistral):
-    """A tiny random model (llama, mistral, or llama under a peft LoRA adapter) whose greedy answers vary
-    from prompt to prompt, and its tokenizer."""
+    """A tiny random model (llama, mistral, llama under a peft LoRA adapter, or llama with eager attention)
+    whose greedy answers vary from prompt to prompt, and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = tiny_mistral if arch.startswith("mistral") else tiny_llama
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager" if arch == "llama-eager" else None)
     torch.manual_seed(1)
     with torch.no_grad():  # the fixture's 0.02-scale weights answer every prompt with newlines: spread them out
         for name, weight in model.named_parameters():
@@ -226,12 +226,13 @@ def _decoding_caches(monkeypatch) -> Counter:
     return writes
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "llama-lora"])
+@pytest.mark.parametrize("arch", ["llama", "mistral", "llama-lora", "llama-eager"])
 def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama, tiny_mistral):
-    """The same document's questions prefilled from one copied cache answer exactly as when every prompt is
-    prefilled whole: rows see the same tokens at the same positions (middle padding masked, positions from
-    the cumulative mask). Batch size 3 splits a 4-question document across batches and mixes it with
-    single questions; a wrong cache row, position or mask changes the greedy tokens of a random model.
+    """The same document's questions prefilled packed, their shared prefix once, answer exactly as when
+    every prompt is prefilled whole: rows see the same tokens at the same positions (packed mask and
+    positions, keys and values gathered into each row). Batch size 3 splits a 4-question document across
+    batches and mixes it with single questions; a wrong cache row, position or mask changes the greedy
+    tokens of a random model. Eager attention takes the packed mask as an additive one.
     Each path gives the same answers with the preallocated (static) cache as with the growing (dynamic)
     one, and so does batch size 1 (the latency probe's path)."""
     model, tok = _varied_model(arch, tiny_llama, tiny_mistral)
@@ -248,6 +249,38 @@ def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama,
     single = {**GEN, "batch_size": 1}
     assert (generate(model, tok, prompts[:4], share_prefix=False, **single)[0]
             == generate(model, tok, prompts[:4], share_prefix=False, static_cache=False, **single)[0])
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama-lora", "llama-eager"])
+def test_packed_prefill_gives_each_prompt_its_own_keys_and_values(arch, tiny_llama, tiny_mistral, monkeypatch):
+    """A batch of a 4-question document, a 2-question one and two prompts alone, prefilled in one packed
+    forward (each shared prefix once): each row holds, right-aligned, the keys and values of its prompt but
+    the last token run alone, in every layer, and the packed rows hold fewer positions than the prompts
+    padded to the longest. A member reading another's branch, a position restarted at the wrong place or
+    a column gathered from the wrong row would change them."""
+    from transformers import DynamicCache
+
+    from ftbench import generation
+    from ftbench.prefix import share_groups
+
+    model, tok = _varied_model(arch, tiny_llama, tiny_mistral)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in _fleet_prompts(tok)]
+    groups = share_groups(ids)
+    assert sorted(len(g.members) for g in groups) == [1, 1, 2, 4]
+    shapes = []
+    pack = generation.pack_segments
+    monkeypatch.setattr(generation, "pack_segments", lambda *a: shapes.append(pack(*a).input_ids.shape) or pack(*a))
+    with torch.inference_mode():
+        layers, width = generation._prefill_packed(model, ids, groups, tok.pad_token_id, "cpu")
+        assert width == max(map(len, ids)) - 1 and len(layers) == model.config.num_hidden_layers
+        assert shapes[0].numel() < len(ids) * width
+        for r, m in enumerate(m for g in groups for m in g.members):
+            alone = DynamicCache()
+            model(input_ids=torch.tensor([ids[m][:-1]]), use_cache=True, **{generation._cache_kwarg(model): alone})
+            n = len(ids[m]) - 1
+            for (keys, values), layer in zip(layers, alone.layers, strict=True):
+                torch.testing.assert_close(keys[r, :, width - n:], layer.keys[0], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(values[r, :, width - n:], layer.values[0], rtol=1e-4, atol=1e-5)
 
 
 def _with_staggered_stops(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str], list[int]]:

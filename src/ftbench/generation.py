@@ -4,10 +4,11 @@ Throughput is measured on the batched run (what evaluation costs); latency per e
 runs (what one user waits), because per-example figures from a padded batch mix the two.
 
 Questions about one document share everything up to the question (system prompt, template, context): with
-``share_prefix`` that common token prefix is computed once per batch and its key/value cache copied to each
-question's row, so only the questions themselves are prefilled per row (:func:`share_groups`). The answers are
-those of the plain batched path up to float rounding (tested), since a row attends to exactly the same tokens
-at the same positions.
+``share_prefix`` a batch's prompts are prefilled in one packed forward (:func:`_prefill_packed`), each common
+token prefix once and each question after it, packed several to a row so that nothing is padded to the
+batch's longest, and the keys and values are then gathered into each question's row. The answers are those
+of the plain batched path up to float rounding (tested), since a row attends to exactly the same tokens at
+the same positions.
 
 The key/value cache is preallocated for a batch's columns plus ``max_new_tokens`` (transformers'
 ``StaticCache``) and written in place, because the default ``DynamicCache`` concatenates every layer's whole
@@ -23,13 +24,15 @@ from __future__ import annotations
 
 import inspect
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from ftbench.prefix import PrefixGroup, share_groups
+from ftbench import skinny
+from ftbench.prefix import PrefixGroup, model_mask, pack_segments, share_groups, supports_packing, tree
 from ftbench.prompts import fit_context, render_prompt
 from ftbench.registry import base_model
 
@@ -253,21 +256,13 @@ def _shared_batches(groups: list[PrefixGroup], batch_size: int) -> list[list[Pre
 
 
 def _can_share(model: Any, span: int) -> bool:
-    """Whether a prefix can be prefilled apart: the forward takes position ids and ``logits_to_keep``,
-    ftbench builds the cache (:func:`_builds_cache`), and no sliding window is shorter than a batch's ``span``
-    of columns (the window counts columns, and the padding between prefix and question would move what falls
-    inside it)."""
-    base = base_model(model)
-    window = getattr(base.config, "sliding_window", None)
-    if window is not None and window < span:
-        return False
-    forward = getattr(type(base), "forward", None)
-    if forward is None:
-        return False
-    accepted = inspect.signature(forward).parameters
-    has_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    return (("position_ids" in accepted and ("logits_to_keep" in accepted or has_kwargs))
-            and _builds_cache(model))
+    """Whether prompts can be prefilled packed (:func:`_prefill_packed`): the model's attention takes the
+    4-D masks packing needs and no sliding window is shorter than ``span`` columns
+    (:func:`ftbench.prefix.supports_packing`), its decoder takes position ids, and ftbench builds the cache
+    (:func:`_builds_cache`)."""
+    forward = getattr(type(base_model(model).get_decoder()), "forward", None)
+    return (forward is not None and "position_ids" in inspect.signature(forward).parameters
+            and supports_packing(model, span) and _builds_cache(model))
 
 
 def _cache_kwarg(model: Any) -> str:
@@ -277,74 +272,109 @@ def _cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
 
+def _prefill_packed(model: Any, ids: list[list[int]], groups: list[PrefixGroup], pad: int, device: str,
+                    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Keys and values of every prompt of ``groups`` but its last token, from one packed forward of the decoder.
+
+    Each group is one segment (:func:`ftbench.prefix.tree`): its shared prefix once, then each member's tokens
+    after it (a group of one: the prompt alone), all packed into as few rows as fit
+    (:func:`ftbench.prefix.pack_segments`), so neither a short prefix nor a short question is padded to the
+    batch's longest. The mask lets each member's tokens see the prefix and themselves only, at the positions
+    they have in their own prompt, so the keys and values are those of each prompt prefilled alone. They are
+    then gathered per prompt, right-aligned (left padding, which the attention mask hides, holds a copy of a
+    real column). Returns per layer ``(keys, values)`` of shape [prompts, heads, width, head_dim] and
+    ``width``, the longest prompt less one (0: nothing to prefill, the prompts are one token each).
+    """
+    trunks = [g.prefix if len(g.members) > 1 else len(ids[g.members[0]]) - 1 for g in groups]
+    segments = [tree(ids[g.members[0]][:t], [ids[m][t:-1] for m in g.members]) for g, t in zip(groups, trunks,
+                                                                                              strict=True)]
+    width = max(len(ids[m]) - 1 for g in groups for m in g.members)
+    if width == 0:
+        return [], 0
+    kept = [i for i, seg in enumerate(segments) if seg.ids]
+    packing = pack_segments([segments[i] for i in kept], pad)
+    starts = dict(zip(kept, packing.starts, strict=True))
+    src_row = torch.zeros((sum(len(g.members) for g in groups), width), dtype=torch.long)
+    src_col = torch.zeros_like(src_row)
+    r = 0
+    for k, (g, t) in enumerate(zip(groups, trunks, strict=True)):
+        row, at = starts.get(k, (0, 0))
+        branch_at = at + t
+        for m in g.members:
+            n = len(ids[m]) - 1
+            own = n - t
+            cols = list(range(at, at + t)) + list(range(branch_at, branch_at + own))
+            branch_at += own
+            if cols:
+                src_row[r], src_col[r, width - n:] = row, torch.tensor(cols)
+                src_col[r, :width - n] = cols[0]
+            r += 1
+    decoder = base_model(model).get_decoder()
+    dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point())
+    from transformers import DynamicCache
+
+    cache = DynamicCache()  # full layers whatever the model's window: the packed rows are wider than a prompt
+    decoder(input_ids=packing.input_ids.to(device), position_ids=packing.position_ids.to(device),
+            attention_mask=model_mask(model, packing.attention_mask.to(device), dtype), use_cache=True,
+            **{_cache_kwarg(model): cache})
+    src_row, src_col = src_row.to(device), src_col.to(device)
+    return [(layer.keys[src_row, :, src_col].transpose(1, 2), layer.values[src_row, :, src_col].transpose(1, 2))
+            for layer in cache.layers], width
+
+
 @torch.inference_mode()
 def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: list[PrefixGroup],
                      max_new_tokens: int, stops: list[int], device: str,
                      static_cache: bool) -> tuple[list[int], _Batch, int]:
     """Greedy continuation of one batch of prefix groups.
 
-    1. Each group's prefix is prefilled once (left-padded to the longest prefix of the batch) into a cache of
-       the group batch, exactly as wide as the prefixes.
-    2. Each layer's key/value rows are copied to every member, into a cache of the row batch sized for the
-       whole run (``Cache.update``: the public way in, for a static and a dynamic cache alike).
-    3. ``generate`` continues from that cache on the full rows: [pad, prefix | pad, rest of the prompt]. The
-       padding between prefix and rest is masked, and ``generate`` numbers positions by the cumulative
-       attention mask, so each row sees its prompt's tokens at their own positions, as if never split.
-    For a group of one the split point is moved so that its rest is as long as the batch's longest rest
-    (never below one token): nothing is padded in the middle of it.
+    1. Every prompt but its last token is prefilled in one packed forward, each shared prefix once
+       (:func:`_prefill_packed`).
+    2. Each layer's keys and values are written into a cache of the row batch sized for the whole run
+       (``Cache.update``: the public way in, for a static and a dynamic cache alike).
+    3. ``generate`` continues from that cache on the left-padded prompts: it computes only their last
+       column, and numbers positions by the cumulative attention mask, so each row sees its prompt's tokens
+       at their own positions, as if prefilled alone.
     Returns the prompt indices in row order, the batch's answers, and the prompt tokens computed.
     """
     pad = tokenizer.pad_token_id
-    rest = max((len(ids[m]) - g.prefix for g in groups if len(g.members) > 1 for m in g.members), default=1)
-    cut = [g.prefix if len(g.members) > 1 else max(1, len(ids[g.members[0]]) - rest) for g in groups]
-    width_p = max(cut)
-    pre_ids = torch.full((len(groups), width_p), pad, dtype=torch.long)
-    pre_mask = torch.zeros((len(groups), width_p), dtype=torch.long)
-    for k, (g, c) in enumerate(zip(groups, cut, strict=True)):
-        pre_ids[k, width_p - c:] = torch.tensor(ids[g.members[0]][:c], dtype=torch.long)
-        pre_mask[k, width_p - c:] = 1
-    key = _cache_kwarg(model)
-    positions = (pre_mask.cumsum(-1) - 1).clamp(min=0)
-    prefix_cache = _new_cache(model, width_p, static_cache)
-    model(input_ids=pre_ids.to(device), attention_mask=pre_mask.to(device), position_ids=positions.to(device),
-          use_cache=True, logits_to_keep=1, **{key: prefix_cache})
-    rows = [(k, m) for k, g in enumerate(groups) for m in g.members]
-    width_r = max(len(ids[m]) - cut[k] for k, m in rows)
-    cache = _new_cache(model, width_p + width_r + max_new_tokens, static_cache)
-    owner = torch.tensor([k for k, _ in rows], device=device)
-    for i, layer in enumerate(prefix_cache.layers):
-        cache.update(layer.keys.index_select(0, owner), layer.values.index_select(0, owner), i)
-    del prefix_cache, layer  # copied to every row: free them before decoding
-    full_ids = torch.full((len(rows), width_p + width_r), pad, dtype=torch.long)
+    rows = [m for g in groups for m in g.members]
+    layers, width = _prefill_packed(model, ids, groups, pad, device)
+    cache = _new_cache(model, width + 1 + max_new_tokens, static_cache)
+    for i, (keys, values) in enumerate(layers):
+        cache.update(keys, values, i)
+    del layers  # copied into the run's cache: free them before decoding
+    full_ids = torch.full((len(rows), width + 1), pad, dtype=torch.long)
     full_mask = torch.zeros_like(full_ids)
-    computed = sum(cut)
-    for r, (k, m) in enumerate(rows):
-        full_ids[r, :width_p], full_mask[r, :width_p] = pre_ids[k], pre_mask[k]
-        tail = ids[m][cut[k]:]
-        full_ids[r, width_p + width_r - len(tail):] = torch.tensor(tail, dtype=torch.long)
-        full_mask[r, width_p + width_r - len(tail):] = 1
-        computed += len(tail)
+    for r, m in enumerate(rows):
+        full_ids[r, width + 1 - len(ids[m]):] = torch.tensor(ids[m], dtype=torch.long)
+        full_mask[r, width + 1 - len(ids[m]):] = 1
+    computed = sum(g.prefix + sum(len(ids[m]) - g.prefix for m in g.members) if len(g.members) > 1
+                   else len(ids[g.members[0]]) for g in groups)
     new, decoded = _decode(model, full_ids.to(device), full_mask.to(device), cache, max_new_tokens, stops, pad)
-    return [m for _, m in rows], _decoded(tokenizer, new, stops, decoded), computed
+    return rows, _decoded(tokenizer, new, stops, decoded), computed
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int,
              max_prompt_tokens: int, device: str, latency_examples: int = 32,
-             share_prefix: bool = True, static_cache: bool = True) -> tuple[list[str], dict]:
+             share_prefix: bool = True, static_cache: bool = True,
+             weight_first: bool = True) -> tuple[list[str], dict]:
     """Greedy answers to ``prompts`` (in their order) and the inference cost figures.
 
     Each prompt is tokenised once. With ``share_prefix`` (and prompts that share a long prefix: the same
-    document's questions) batches are built from :func:`share_groups` and each shared prefix is prefilled
-    once per batch (:func:`_generate_shared`); otherwise batches are formed from prompts of similar token
-    length (least padding, and padded positions cost as much as real ones). A batch stops decoding as soon
-    as every row has produced a stop token, and finished rows leave it along the way (:func:`_decode`). A
-    prompt over ``max_prompt_tokens`` loses its start, as the tokenizer's left truncation would.
+    document's questions) batches are built from :func:`share_groups`, and each batch's prompts are
+    prefilled packed, each shared prefix once (:func:`_generate_shared`); otherwise batches are formed from
+    prompts of similar token length (least padding, and padded positions cost as much as real ones). A batch
+    stops decoding as soon as every row has produced a stop token, and finished rows leave it along the way
+    (:func:`_decode`). A prompt over ``max_prompt_tokens`` loses its start, as the tokenizer's left truncation would.
 
     With ``static_cache`` (the default) every batch, shared or plain, and every latency run decodes into a
     cache preallocated for its columns plus ``max_new_tokens`` (:func:`_new_cache`); ``static_cache=False``
     keeps transformers' growing ``DynamicCache``, the old way, for the benchmark to compare. The greedy
     answers are the same either way (tested). Models whose layers are not all plain full attention, or whose
-    generation config asks for another cache (offloaded, quantized), keep the cache they had.
+    generation config asks for another cache (offloaded, quantized), keep the cache they had. With
+    ``weight_first`` (the default) linear layers on few rows run weight first on the CPU
+    (:func:`ftbench.skinny.weight_first`: decoding steps); ``False`` is for the benchmark to compare.
 
     Cost: ``examples_per_s`` is the headline. ``generated_tokens`` counts tokens up to each answer's
     stop token; ``decoded_tokens`` counts what the model computed while decoding (rows × steps, a finished
@@ -358,7 +388,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-max_prompt_tokens:] for p in prompts]
     stops = _stop_ids(model, tokenizer)
     groups = share_groups(ids) if share_prefix else []
-    if any(len(g.members) > 1 for g in groups) and not _can_share(model, 2 * max(map(len, ids)) + max_new_tokens):
+    if any(len(g.members) > 1 for g in groups) and not _can_share(model, max(map(len, ids)) + max_new_tokens):
         groups = []
     if any(len(g.members) > 1 for g in groups):
         batches = _shared_batches(groups, batch_size)
@@ -366,6 +396,15 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         batches = [[PrefixGroup([j], len(ids[j]) - 1, [len(ids[j])]) for j in order[i:i + batch_size]]
                    for i in range(0, len(order), batch_size)]
+    with skinny.weight_first(model) if weight_first else nullcontext():
+        answers, cost = _run(model, tokenizer, ids, batches, max_new_tokens, stops, device, static_cache,
+                             latency_examples)
+    return answers, cost
+
+
+def _run(model: Any, tokenizer: Any, ids: list[list[int]], batches: list[list[PrefixGroup]], max_new_tokens: int,
+         stops: list[int], device: str, static_cache: bool, latency_examples: int) -> tuple[list[str], dict]:
+    """The timed part of :func:`generate`: every batch, then the latency probe."""
     answers: list[str] = [""] * len(ids)
     generated = steps = decoded = computed = 0
     _sync(device)
@@ -411,11 +450,12 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
 def generate_answers(model: Any, tokenizer: Any, examples: list[dict], *, style: str, system_prompt: str | None,
                      max_new_tokens: int, batch_size: int, max_prompt_tokens: int, device: str,
                      latency_examples: int = 32, context_truncation: str = "start",
-                     share_prefix: bool = True, static_cache: bool = True) -> tuple[list[str], dict]:
+                     share_prefix: bool = True, static_cache: bool = True,
+                     weight_first: bool = True) -> tuple[list[str], dict]:
     """Greedy answers for ``examples`` and the inference cost figures (:func:`prompts_for`, then
     :func:`generate`)."""
     prompts = prompts_for(tokenizer, examples, style=style, system_prompt=system_prompt,
                           max_prompt_tokens=max_prompt_tokens, context_truncation=context_truncation)
     return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     max_prompt_tokens=max_prompt_tokens, device=device, latency_examples=latency_examples,
-                    share_prefix=share_prefix, static_cache=static_cache)
+                    share_prefix=share_prefix, static_cache=static_cache, weight_first=weight_first)

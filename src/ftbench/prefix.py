@@ -17,8 +17,11 @@ the stages that train and the stages that generate (it is a dep of each).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from ftbench.registry import base_model
 
 IGNORE = -100
 
@@ -75,71 +78,131 @@ def prompt_length(labels: list[int]) -> int:
     return next((i for i, label in enumerate(labels) if label != IGNORE), len(labels))
 
 
-def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor] | None:
-    """A training micro-batch of ``(input_ids, labels)`` pairs with shared prompt prefixes packed, or None when
-    no two examples share one (the caller then pads them as usual).
+@dataclass
+class Segment:
+    """A tree of tokens packed as one piece: a trunk every branch sees, then branches that see the trunk and
+    themselves. ``branch`` is 0 on the trunk and b > 0 on branch b; ``pos`` restarts each branch where the
+    trunk ends."""
 
-    Returns ``input_ids``, ``labels``, ``position_ids`` (R × W) and ``attention_mask`` (R × 1 × W × W, bool, True
-    where a query may attend a key). A group is laid out as its trunk, then each member's remaining tokens;
-    groups are packed several to a row (as wide as the longest group), and attend only within themselves.
-    A padding position attends only itself (finite everywhere, and no real position attends it).
-    ``computed_tokens`` is the number of real positions (the trunk counted once).
+    ids: list[int]
+    pos: list[int]
+    branch: list[int]
+
+
+def tree(trunk: list[int], branches: list[list[int]]) -> Segment:
+    """The :class:`Segment` of a shared ``trunk`` and the ``branches`` that continue it."""
+    ids, pos, branch = list(trunk), list(range(len(trunk))), [0] * len(trunk)
+    for b, tail in enumerate(branches, start=1):
+        ids += tail
+        pos += range(len(trunk), len(trunk) + len(tail))
+        branch += [b] * len(tail)
+    return Segment(ids, pos, branch)
+
+
+@dataclass
+class Packing:
+    """Segments laid out in rows: ``input_ids``, ``position_ids`` (R × W), ``attention_mask`` (R × 1 × W × W,
+    bool, True where a query may attend a key) and where each segment starts (row, column)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    starts: list[tuple[int, int]]
+    computed_tokens: int
+
+
+def pack_segments(segments: list[Segment], pad_id: int) -> Packing:
+    """Pack segments (none empty) several to a row, each attending only within itself.
+
+    Rows of different lengths would pad the batch to the longest: segments are packed longest first into
+    rows (first fit; a segment id keeps a row's segments apart), at the row width among a few (up to twice
+    the longest) that leaves the fewest positions to compute. Wider rows hold two short segments; the price,
+    attention over the whole row (width squared, masked), is not counted: it is ~10 % of a step at these
+    widths. A padding position attends only itself (finite everywhere, and no real position attends it).
     """
-    groups = share_groups([ids[:prompt_length(labels)] for ids, labels in examples])
-    if all(len(g.members) == 1 for g in groups):
-        return None
-    rows = []
-    for g in groups:
-        trunk = g.prefix if len(g.members) > 1 else 0
-        first = examples[g.members[0]][0]
-        ids, labels, pos, branch = list(first[:trunk]), [IGNORE] * trunk, list(range(trunk)), [0] * trunk
-        for b, m in enumerate(g.members, start=1):
-            m_ids, m_labels = examples[m]
-            ids += m_ids[trunk:]
-            labels += m_labels[trunk:]
-            pos += range(trunk, len(m_ids))
-            branch += [b] * (len(m_ids) - trunk)
-        # A row's first token is never predicted when padded (nothing precedes it); packed, it would be predicted
-        # from the previous segment. A branch's first token must be a prompt token: share_groups ensures it.
-        labels[0] = IGNORE
-        if trunk and any(examples[m][1][trunk] != IGNORE for m in g.members):
-            raise AssertionError("a branch would start with a labelled token")
-        rows.append((ids, labels, pos, branch))
-    # Rows of different lengths would pad the batch to the longest: pack them, longest first, into rows (first
-    # fit; a segment id keeps a row's groups apart), at the row width among a few (up to twice the longest) that
-    # leaves the fewest positions to compute. Wider rows hold two short groups; the price, attention over the
-    # whole row (width squared, masked), is not counted: it is ~10 % of a step at these widths.
-    longest = max(len(r[0]) for r in rows)
+    longest = max(len(s.ids) for s in segments)
+    order = sorted(range(len(segments)), key=lambda i: -len(segments[i].ids))
     best = None
     for width in sorted({longest, *(int(longest * f) for f in (1.125, 1.25, 1.375, 1.5, 1.75, 2.0))}):
-        lines: list[list[tuple]] = []
-        for r in sorted(rows, key=lambda r: -len(r[0])):
-            line = next((ln for ln in lines if sum(len(x[0]) for x in ln) + len(r[0]) <= width), None)
+        lines: list[list[int]] = []
+        for i in order:
+            line = next((ln for ln in lines if sum(len(segments[x].ids) for x in ln) + len(segments[i].ids) <= width),
+                        None)
             if line is None:
-                lines.append([r])
+                lines.append([i])
             else:
-                line.append(r)
-        width = max(sum(len(x[0]) for x in ln) for ln in lines)
+                line.append(i)
+        width = max(sum(len(segments[x].ids) for x in ln) for ln in lines)
         if best is None or len(lines) * width < best[0] * best[1]:
             best = (len(lines), width, lines)
     _, width, lines = best
     out_ids = torch.full((len(lines), width), pad_id, dtype=torch.long)
-    out_labels = torch.full((len(lines), width), IGNORE, dtype=torch.long)
     out_pos = torch.zeros((len(lines), width), dtype=torch.long)
     out_branch = torch.zeros((len(lines), width), dtype=torch.long)
     out_seg = torch.full((len(lines), width), -1, dtype=torch.long)
+    starts: list[tuple[int, int]] = [(0, 0)] * len(segments)
     for r, line in enumerate(lines):
         at = 0
-        for seg, (ids, labels, pos, branch) in enumerate(line):
-            n = len(ids)
-            out_ids[r, at:at + n], out_labels[r, at:at + n] = torch.tensor(ids), torch.tensor(labels)
-            out_pos[r, at:at + n], out_branch[r, at:at + n] = torch.tensor(pos), torch.tensor(branch)
+        for seg, i in enumerate(line):
+            s, n = segments[i], len(segments[i].ids)
+            out_ids[r, at:at + n], out_pos[r, at:at + n] = torch.tensor(s.ids), torch.tensor(s.pos)
+            out_branch[r, at:at + n] = torch.tensor(s.branch)
             out_seg[r, at:at + n] = seg
+            starts[i] = (r, at)
             at += n
     sq, sk = out_seg[:, :, None], out_seg[:, None, :]
     q, k = out_branch[:, :, None], out_branch[:, None, :]
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     allowed = causal & (sk >= 0) & (sk == sq) & ((k == 0) | (k == q))
     allowed |= torch.eye(width, dtype=torch.bool) & (sq < 0)  # padding attends itself only
-    return {"input_ids": out_ids, "labels": out_labels, "position_ids": out_pos, "attention_mask": allowed[:, None],
-            "computed_tokens": int((out_seg >= 0).sum())}
+    return Packing(out_ids, out_pos, allowed[:, None], starts, int((out_seg >= 0).sum()))
+
+
+def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor] | None:
+    """A training micro-batch of ``(input_ids, labels)`` pairs with shared prompt prefixes packed, or None when
+    no two examples share one (the caller then pads them as usual).
+
+    Returns ``input_ids``, ``labels``, ``position_ids`` (R × W) and ``attention_mask`` (R × 1 × W × W, bool, True
+    where a query may attend a key). A group is laid out as its trunk, then each member's remaining tokens
+    (:func:`tree`); groups are packed several to a row (:func:`pack_segments`), and attend only within themselves.
+    ``computed_tokens`` is the number of real positions (the trunk counted once).
+    """
+    groups = share_groups([ids[:prompt_length(labels)] for ids, labels in examples])
+    if all(len(g.members) == 1 for g in groups):
+        return None
+    segments, labels = [], []
+    for g in groups:
+        trunk = g.prefix if len(g.members) > 1 else 0
+        segments.append(tree(examples[g.members[0]][0][:trunk], [examples[m][0][trunk:] for m in g.members]))
+        seg_labels = [IGNORE] * trunk + [t for m in g.members for t in examples[m][1][trunk:]]
+        # A row's first token is never predicted when padded (nothing precedes it); packed, it would be predicted
+        # from the previous segment. A branch's first token must be a prompt token: share_groups ensures it.
+        seg_labels[0] = IGNORE
+        if trunk and any(examples[m][1][trunk] != IGNORE for m in g.members):
+            raise AssertionError("a branch would start with a labelled token")
+        labels.append(seg_labels)
+    packing = pack_segments(segments, pad_id)
+    out_labels = torch.full(packing.input_ids.shape, IGNORE, dtype=torch.long)
+    for (r, at), seg_labels in zip(packing.starts, labels, strict=True):
+        out_labels[r, at:at + len(seg_labels)] = torch.tensor(seg_labels)
+    return {"input_ids": packing.input_ids, "labels": out_labels, "position_ids": packing.position_ids,
+            "attention_mask": packing.attention_mask, "computed_tokens": packing.computed_tokens}
+
+
+def supports_packing(model: Any, max_len: int) -> bool:
+    """Whether packing gives this model what padding gives it: its attention takes the 4-D masks packing
+    needs (SDPA and eager do; flash-attention kernels take no mask and would let branches see each other),
+    and no sliding window shorter than an example (a custom mask replaces the window)."""
+    base = base_model(model)
+    window = getattr(base.config, "sliding_window", None)
+    return (getattr(base.config, "_attn_implementation", None) in ("sdpa", "eager")
+            and (window is None or window >= max_len))
+
+
+def model_mask(model: Any, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A packed bool "may attend" mask as this model's attention takes it: SDPA takes it as it is; eager adds
+    the mask to the scores, so it gets 0 where allowed and the lowest ``dtype`` value elsewhere."""
+    if getattr(base_model(model).config, "_attn_implementation", None) == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
+                                                                                         torch.finfo(dtype).min)
+    return allowed

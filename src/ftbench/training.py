@@ -41,7 +41,7 @@ from torch.utils.checkpoint import checkpoint
 from ftbench.distributed import Dist
 from ftbench.io import ConfigError, DataError, write_json
 from ftbench.params import TrainParams
-from ftbench.prefix import pack_shared, prompt_length, share_groups
+from ftbench.prefix import model_mask, pack_shared, prompt_length, share_groups, supports_packing
 from ftbench.prompts import fit_context, render_prompt
 from ftbench.registry import base_model
 
@@ -172,16 +172,6 @@ def split_by_positions(data: list[Encoded], batch: list[int], budget: int | None
     return pieces
 
 
-def supports_packing(model: Any, max_len: int) -> bool:
-    """Whether packing gives this model what padding gives it: its attention takes the 4-D masks packing
-    needs (SDPA and eager do; flash-attention kernels take no mask and would let branches see each other),
-    and no sliding window shorter than an example (a custom mask replaces the window)."""
-    base = base_model(model)
-    window = getattr(base.config, "sliding_window", None)
-    return (getattr(base.config, "_attn_implementation", None) in ("sdpa", "eager")
-            and (window is None or window >= max_len))
-
-
 # transformers' LengthGroupedSampler sorts within megabatches of 50 batches: most of the padding saving
 # of a full sort, while batch composition still changes from one epoch to the next on large data.
 MEGABATCH = 50
@@ -297,10 +287,9 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     decoder, head = _decoder_and_head(model)
     mask, extra = batch["attention_mask"], {}
     if mask.dim() == 4:  # packed shared prefixes (prefix.pack_shared): bool "may attend"
-        if getattr(decoder.config, "_attn_implementation", None) == "eager":  # eager adds the mask to the scores
-            dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point() and not p.requires_grad)
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-        extra["position_ids"] = batch["position_ids"]  # SDPA takes the bool mask as it is
+        dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point() and not p.requires_grad)
+        mask = model_mask(model, mask, dtype)
+        extra["position_ids"] = batch["position_ids"]
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
