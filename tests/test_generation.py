@@ -272,6 +272,7 @@ def test_packed_prefill_gives_each_prompt_its_own_keys_and_values(arch, tiny_lla
     monkeypatch.setattr(generation, "pack_segments", lambda *a: shapes.append(pack(*a).input_ids.shape) or pack(*a))
     with torch.inference_mode():
         layers, width = generation._prefill_packed(model, ids, groups, tok.pad_token_id, "cpu")
+        layers = list(layers)
         assert width == max(map(len, ids)) - 1 and len(layers) == model.config.num_hidden_layers
         assert shapes[0].numel() < len(ids) * width
         for r, m in enumerate(m for g in groups for m in g.members):
