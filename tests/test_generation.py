@@ -226,20 +226,30 @@ def _decoding_caches(monkeypatch) -> Counter:
     return writes
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "llama-lora", "llama-eager"])
-def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama, tiny_mistral):
+@pytest.mark.parametrize("arch", ["llama", "mistral", "llama-lora", "llama-eager", "mistral-window"])
+def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama, tiny_mistral, monkeypatch):
     """The same document's questions prefilled packed, their shared prefix once, answer exactly as when
     every prompt is prefilled whole: rows see the same tokens at the same positions (packed mask and
     positions, keys and values gathered into each row). Batch size 3 splits a 4-question document across
     batches and mixes it with single questions; a wrong cache row, position or mask changes the greedy
-    tokens of a random model. Eager attention takes the packed mask as an additive one.
+    tokens of a random model. Eager attention takes the packed mask as an additive one. A sliding window as
+    long as a prompt and its answer, but shorter than a packed row, still shares: the packed forward keeps
+    every column (a windowed cache would drop the row's first ones).
     Each path gives the same answers with the preallocated (static) cache as with the growing (dynamic)
     one, and so does batch size 1 (the latency probe's path)."""
+    from ftbench import generation
+
     model, tok = _varied_model(arch, tiny_llama, tiny_mistral)
     prompts = _fleet_prompts(tok)
+    if arch == "mistral-window":
+        model.config.sliding_window = max(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts) + 6
+    widths = []
+    pack = generation.pack_segments
+    monkeypatch.setattr(generation, "pack_segments", lambda *a: widths.append(pack(*a).input_ids.shape[1]) or pack(*a))
     plain, plain_cost = generate(model, tok, prompts, share_prefix=False, **GEN)
     shared, shared_cost = generate(model, tok, prompts, share_prefix=True, **GEN)
     assert shared == plain
+    assert widths and (arch != "mistral-window" or max(widths) > model.config.sliding_window)
     assert len(set(plain)) > len(plain) // 2  # varied answers: a sensitive comparison, not eight empty strings
     assert plain_cost["prompt_tokens_computed"] == plain_cost["prompt_tokens"]
     assert shared_cost["prompt_tokens"] == plain_cost["prompt_tokens"]

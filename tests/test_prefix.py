@@ -10,6 +10,7 @@ from test_training import EXAMPLES as TRAINING_EXAMPLES
 from test_training import NO_DROPOUT, build, cfg
 
 from ftbench import training
+from ftbench.params import FullParams
 from ftbench.prefix import IGNORE, pack_shared, prompt_length, share_groups
 from ftbench.training import (
     accumulate_step,
@@ -79,10 +80,11 @@ def test_pack_shared_layout_mask_and_positions():
 
 
 @pytest.mark.parametrize("arch,method", [("llama", "lora"), ("mistral", "lora"), ("llama", "top_layer"),
-                                         ("llama", "qlora")])
+                                         ("llama", "qlora"), ("llama", "full")])
 def test_packed_micro_batch_has_the_padded_loss_and_gradients(request, shared_data, smollm_tokenizer, arch, method):
+    """Also ``full``, where no parameter is frozen (the packed mask's dtype cannot come from a frozen one)."""
     path = request.getfixturevalue(f"tiny_{arch}")
-    model = build(path, method)
+    model = build(path, method, **({"cfg": FullParams()} if method == "full" else {}))
     if method == "lora":  # B starts at zero: move it, so the adapter's gradient path is not trivially zero
         with torch.no_grad():
             for n, p in model.named_parameters():

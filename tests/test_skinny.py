@@ -47,6 +47,21 @@ def test_only_plain_linears_inside_the_block_and_restored_after_an_error():
     assert all("forward" not in vars(m) for m in model.modules())
 
 
+def test_a_linear_whose_forward_was_already_replaced_keeps_it():
+    """A hook that replaced a layer's ``forward`` on the instance (accelerate's offloading does) is neither
+    overridden inside the block nor removed after it."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+
+    def hooked(x):
+        return x * 2
+
+    model[1].forward = hooked
+    x = torch.ones(4, 8)
+    with skinny.weight_first(model):
+        assert torch.equal(model[1](x), x * 2) and vars(model[0])["forward"] is not None
+    assert vars(model[1])["forward"] is hooked and "forward" not in vars(model[0])
+
+
 @pytest.mark.parametrize("arch", ["llama", "llama-lora"])
 def test_generation_decodes_weight_first_with_the_same_answers(arch, tiny_llama, tiny_mistral, monkeypatch):
     """Batched generation runs its decoding steps' linear layers weight first (LoRA's inner layers too), gives

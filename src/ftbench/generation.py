@@ -240,8 +240,8 @@ def _decoded(tokenizer: Any, new: torch.Tensor, stops: list[int], decoded: int) 
 
 def _shared_batches(groups: list[PrefixGroup], batch_size: int) -> list[list[PrefixGroup]]:
     """Batches of at most ``batch_size`` rows; a group larger than the room left is split (each part
-    computes the prefix again). Groups are taken in order of prefix length, so a batch's prefixes need little
-    padding."""
+    computes the prefix again). Groups are taken in order of prefix length, so a batch's segments are of
+    similar length and pack with few holes (:func:`_prefill_packed`)."""
     batches: list[list[PrefixGroup]] = [[]]
     room = batch_size
     for g in sorted(groups, key=lambda g: (g.prefix, len(g.members))):
@@ -313,12 +313,11 @@ def _prefill_packed(model: Any, ids: list[list[int]], groups: list[PrefixGroup],
                 src_col[r, :width - n] = cols[0]
             r += 1
     decoder = base_model(model).get_decoder()
-    dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point())
     from transformers import DynamicCache
 
     cache = DynamicCache()  # full layers whatever the model's window: the packed rows are wider than a prompt
     decoder(input_ids=packing.input_ids.to(device), position_ids=packing.position_ids.to(device),
-            attention_mask=model_mask(model, packing.attention_mask.to(device), dtype), use_cache=True,
+            attention_mask=model_mask(model, packing.attention_mask.to(device)), use_cache=True,
             **{_cache_kwarg(model): cache})
     src_row, src_col, layers = src_row.to(device), src_col.to(device), cache.layers
     del cache
@@ -358,8 +357,7 @@ def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: l
     for r, m in enumerate(rows):
         full_ids[r, width + 1 - len(ids[m]):] = torch.tensor(ids[m], dtype=torch.long)
         full_mask[r, width + 1 - len(ids[m]):] = 1
-    computed = sum(g.prefix + sum(len(ids[m]) - g.prefix for m in g.members) if len(g.members) > 1
-                   else len(ids[g.members[0]]) for g in groups)
+    computed = sum(g.prefix + sum(len(ids[m]) - g.prefix for m in g.members) for g in groups)  # prefix once
     new, decoded = _decode(model, full_ids.to(device), full_mask.to(device), cache, max_new_tokens, stops, pad)
     return rows, _decoded(tokenizer, new, stops, decoded), computed
 
@@ -383,7 +381,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     answers are the same either way (tested). Models whose layers are not all plain full attention, or whose
     generation config asks for another cache (offloaded, quantized), keep the cache they had. With
     ``weight_first`` (the default) linear layers on few rows run weight first on the CPU
-    (:func:`ftbench.skinny.weight_first`: decoding steps); ``False`` is for the benchmark to compare.
+    (:func:`ftbench.skinny.weight_first`: decoding steps, and the latency probe's prompts); ``False`` is for
+    the benchmark to compare.
 
     Cost: ``examples_per_s`` is the headline. ``generated_tokens`` counts tokens up to each answer's
     stop token; ``decoded_tokens`` counts what the model computed while decoding (rows × steps, a finished

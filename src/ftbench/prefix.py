@@ -3,12 +3,16 @@ only the question and answer differ. Computing that prefix once instead of once 
 saving left on this data (a third of the training tokens, half of the test prompts' tokens).
 
 - :func:`share_groups` finds prompts that share a long token prefix (used by training and generation).
-- :func:`pack_shared` lays a micro-batch out for training: one row per group, the shared prefix ("trunk")
-  once, then each member's own tokens ("branch"), with a mask under which every branch sees the trunk and
-  itself, causally, and position ids that restart each branch where the trunk ends. Each branch's tokens
-  therefore see exactly what they would see unpacked, so the loss and the gradients are those of the
+- :func:`tree` lays a group out as one segment: the shared prefix ("trunk") once, then each member's own
+  tokens ("branch"), with position ids that restart each branch where the trunk ends; :func:`pack_segments`
+  packs segments several to a row under a mask in which every branch sees the trunk and itself, causally,
+  and nothing of another segment. Each branch's tokens therefore see exactly what they would see unpacked.
+- :func:`pack_shared` builds a training micro-batch that way: the loss and the gradients are those of the
   unpacked batch up to float rounding (tested); only dropout draws one mask for the trunk, where the
-  unpacked batch draws one per copy.
+  unpacked batch draws one per copy. Generation prefills a batch's prompts the same way
+  (``generation._prefill_packed``).
+- :func:`supports_packing` says whether a model's attention takes such masks, :func:`model_mask` gives the
+  mask in the form its attention takes.
 
 Separate from ``training.py`` and ``generation.py`` because both use it, and a change here must rerun both
 the stages that train and the stages that generate (it is a dep of each).
@@ -199,10 +203,14 @@ def supports_packing(model: Any, max_len: int) -> bool:
             and (window is None or window >= max_len))
 
 
-def model_mask(model: Any, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def model_mask(model: Any, allowed: torch.Tensor) -> torch.Tensor:
     """A packed bool "may attend" mask as this model's attention takes it: SDPA takes it as it is; eager adds
-    the mask to the scores, so it gets 0 where allowed and the lowest ``dtype`` value elsewhere."""
-    if getattr(base_model(model).config, "_attn_implementation", None) == "eager":
-        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
-                                                                                         torch.finfo(dtype).min)
-    return allowed
+    the mask to the scores, so it gets 0 where allowed and the lowest value elsewhere, in the dtype of the
+    frozen weights (the attention's dtype when trainable ones are kept in float32), or of any weight when
+    none is frozen (``full``, or a model loaded for inference)."""
+    base = base_model(model)
+    if getattr(base.config, "_attn_implementation", None) != "eager":
+        return allowed
+    weights = [p for p in base.get_decoder().parameters() if p.is_floating_point()]
+    dtype = next((p.dtype for p in weights if not p.requires_grad), weights[0].dtype)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)

@@ -287,8 +287,7 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     decoder, head = _decoder_and_head(model)
     mask, extra = batch["attention_mask"], {}
     if mask.dim() == 4:  # packed shared prefixes (prefix.pack_shared): bool "may attend"
-        dtype = next(p.dtype for p in decoder.parameters() if p.is_floating_point() and not p.requires_grad)
-        mask = model_mask(model, mask, dtype)
+        mask = model_mask(model, mask)
         extra["position_ids"] = batch["position_ids"]
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
     labels = batch["labels"][:, 1:]
