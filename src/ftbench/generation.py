@@ -212,18 +212,24 @@ def _decode(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any 
         mask = torch.cat([mask[keep], mask.new_ones((len(keep), k))], dim=1)
 
 
-@torch.inference_mode()
-def _generate(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int, stops: list[int],
-              device: str, static_cache: bool) -> _Batch:
-    """Greedy continuation of already tokenised prompts, left-padded into one batch."""
-    pad = tokenizer.pad_token_id
+def _left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded to the longest, and their attention mask (1 on real tokens)."""
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
         mask[i, width - len(r):] = 1
-    cache = _new_cache(model, width + max_new_tokens, static_cache)
+    return input_ids, mask
+
+
+@torch.inference_mode()
+def _generate(model: Any, tokenizer: Any, rows: list[list[int]], max_new_tokens: int, stops: list[int],
+              device: str, static_cache: bool) -> _Batch:
+    """Greedy continuation of already tokenised prompts, left-padded into one batch."""
+    pad = tokenizer.pad_token_id
+    input_ids, mask = _left_padded(rows, pad)
+    cache = _new_cache(model, input_ids.shape[1] + max_new_tokens, static_cache)
     new, decoded = _decode(model, input_ids.to(device), mask.to(device), cache, max_new_tokens, stops, pad)
     return _decoded(tokenizer, new, stops, decoded)
 
@@ -352,11 +358,7 @@ def _generate_shared(model: Any, tokenizer: Any, ids: list[list[int]], groups: l
     for i, (keys, values) in enumerate(layers):
         cache.update(keys, values, i)
         del keys, values  # copied into the run's cache: free them before the next layer is gathered
-    full_ids = torch.full((len(rows), width + 1), pad, dtype=torch.long)
-    full_mask = torch.zeros_like(full_ids)
-    for r, m in enumerate(rows):
-        full_ids[r, width + 1 - len(ids[m]):] = torch.tensor(ids[m], dtype=torch.long)
-        full_mask[r, width + 1 - len(ids[m]):] = 1
+    full_ids, full_mask = _left_padded([ids[m] for m in rows], pad)
     computed = sum(g.prefix + sum(len(ids[m]) - g.prefix for m in g.members) for g in groups)  # prefix once
     new, decoded = _decode(model, full_ids.to(device), full_mask.to(device), cache, max_new_tokens, stops, pad)
     return rows, _decoded(tokenizer, new, stops, decoded), computed
