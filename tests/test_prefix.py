@@ -9,9 +9,9 @@ import torch
 from test_training import EXAMPLES as TRAINING_EXAMPLES
 from test_training import NO_DROPOUT, build, cfg
 
-from ftbench import training
+from ftbench import prefix, training
 from ftbench.params import FullParams
-from ftbench.prefix import IGNORE, pack_shared, prompt_length, share_groups
+from ftbench.prefix import IGNORE, pack_shared, prompt_length, segment_attention, share_groups
 from ftbench.training import (
     accumulate_step,
     batch_plan,
@@ -243,3 +243,64 @@ def test_training_in_micro_batches_under_a_position_budget_gives_the_same_weight
     assert small.final_loss == pytest.approx(ref.final_loss, rel=1e-4)
     for n in w0:
         torch.testing.assert_close(w1[n], w0[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_segment_attention_gives_the_whole_row_hidden_states_segment_by_segment(request, shared_data,
+                                                                                 smollm_tokenizer, monkeypatch, arch):
+    """A packed batch run under segment_attention: the hidden state of every real position equals the one
+    computed with SDPA over whole rows under the packed mask, the per-segment path really ran (one SDPA call per
+    segment and layer, never the fallback), a causal segment is run without a mask, and transformers' own SDPA
+    entry is back afterwards, also after an error."""
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(f"tiny_{arch}"), attn_implementation="sdpa")
+    model.eval()
+    packed = pack_shared([(e.input_ids, e.labels) for e in shared_data], smollm_tokenizer.pad_token_id)
+    spans = packed["segments"]
+    assert max(len(row) for row in spans) > 1  # a row holds two segments: whole-row attention would mix them
+    assert {causal for row in spans for _, _, causal in row} == {True, False}  # single examples and shared groups
+    real = torch.zeros(packed["input_ids"].shape, dtype=torch.bool)
+    for r, row in enumerate(spans):
+        for a, b, _ in row:
+            real[r, a:b] = True
+    assert not real.all()  # some padding, which no real position attends
+
+    calls = {"segment": 0, "masked": 0, "fallback": 0}
+    segmented = prefix._segmented
+
+    def counting(spans, fallback):
+        def counted_fallback(*a, **k):
+            calls["fallback"] += 1
+            return fallback(*a, **k)
+        return segmented(spans, counted_fallback)
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls["segment"] += 1
+        calls["masked"] += attn_mask is not None
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    def hidden():
+        with torch.no_grad():
+            return model.model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
+                               position_ids=packed["position_ids"], use_cache=False).last_hidden_state
+
+    whole = hidden()
+    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    monkeypatch.setattr(prefix, "_segmented", counting)
+    monkeypatch.setattr(prefix.F, "scaled_dot_product_attention", spy)
+    with segment_attention(spans):
+        per_segment = hidden()
+    layers, segments = model.config.num_hidden_layers, sum(len(row) for row in spans)
+    assert calls == {"segment": layers * segments, "fallback": 0,
+                     "masked": layers * sum(not c for row in spans for _, _, c in row)}
+    torch.testing.assert_close(per_segment[real], whole[real], rtol=1e-5, atol=1e-5)
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original
+    with pytest.raises(RuntimeError), segment_attention(spans):
+        raise RuntimeError("boom")
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original
+    with segment_attention(None):  # nothing packed: nothing swapped
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original

@@ -33,7 +33,15 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ftbench import skinny
-from ftbench.prefix import PrefixGroup, model_mask, pack_segments, share_groups, supports_packing, tree
+from ftbench.prefix import (
+    PrefixGroup,
+    model_mask,
+    pack_segments,
+    segment_attention,
+    share_groups,
+    supports_packing,
+    tree,
+)
 from ftbench.prompts import fit_context, render_prompt
 from ftbench.registry import base_model
 
@@ -322,9 +330,10 @@ def _prefill_packed(model: Any, ids: list[list[int]], groups: list[PrefixGroup],
     from transformers import DynamicCache
 
     cache = DynamicCache()  # full layers whatever the model's window: the packed rows are wider than a prompt
-    decoder(input_ids=packing.input_ids.to(device), position_ids=packing.position_ids.to(device),
-            attention_mask=model_mask(model, packing.attention_mask.to(device)), use_cache=True,
-            **{_cache_kwarg(model): cache})
+    with segment_attention(packing.spans):  # each segment attends within itself, not over the whole row
+        decoder(input_ids=packing.input_ids.to(device), position_ids=packing.position_ids.to(device),
+                attention_mask=model_mask(model, packing.attention_mask.to(device)), use_cache=True,
+                **{_cache_kwarg(model): cache})
     src_row, src_col, layers = src_row.to(device), src_col.to(device), cache.layers
     del cache
 

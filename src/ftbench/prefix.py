@@ -13,6 +13,8 @@ saving left on this data (a third of the training tokens, half of the test promp
   (``generation._prefill_packed``).
 - :func:`supports_packing` says whether a model's attention takes such masks, :func:`model_mask` gives the
   mask in the form its attention takes.
+- :func:`segment_attention`: within it, SDPA attention over a packed batch runs segment by segment (each
+  segment's queries against its own keys only), not over whole rows where most of the mask is False.
 
 Separate from ``training.py`` and ``generation.py`` because both use it, and a change here must rerun both
 the stages that train and the stages that generate (it is a dep of each).
@@ -20,10 +22,13 @@ the stages that train and the stages that generate (it is a dep of each).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ftbench.registry import base_model
 
@@ -106,13 +111,16 @@ def tree(trunk: list[int], branches: list[list[int]]) -> Segment:
 @dataclass
 class Packing:
     """Segments laid out in rows: ``input_ids``, ``position_ids`` (R × W), ``attention_mask`` (R × 1 × W × W,
-    bool, True where a query may attend a key) and where each segment starts (row, column)."""
+    bool, True where a query may attend a key), where each segment starts (row, column), and ``spans``: each
+    row's segments as ``(start, end, causal)`` columns (``causal``: the segment's mask is plain causal, a trunk
+    with at most one branch), what :func:`segment_attention` takes."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     attention_mask: torch.Tensor
     starts: list[tuple[int, int]]
     computed_tokens: int
+    spans: list[list[tuple[int, int, bool]]] = field(default_factory=list)
 
 
 def pack_segments(segments: list[Segment], pad_id: int) -> Packing:
@@ -120,9 +128,9 @@ def pack_segments(segments: list[Segment], pad_id: int) -> Packing:
 
     Rows of different lengths would pad the batch to the longest: segments are packed longest first into
     rows (first fit; a segment id keeps a row's segments apart), at the row width among a few (up to twice
-    the longest) that leaves the fewest positions to compute. Wider rows hold two short segments; the price,
-    attention over the whole row (width squared, masked), is not counted: it is ~10 % of a step at these
-    widths. A padding position attends only itself (finite everywhere, and no real position attends it).
+    the longest) that leaves the fewest positions to compute. Wider rows hold two short segments; their
+    attention costs nothing extra under :func:`segment_attention` (each segment attends within itself). A
+    padding position attends only itself (finite everywhere, and no real position attends it).
     """
     longest = max(len(s.ids) for s in segments)
     order = sorted(range(len(segments)), key=lambda i: -len(segments[i].ids))
@@ -145,21 +153,24 @@ def pack_segments(segments: list[Segment], pad_id: int) -> Packing:
     out_branch = torch.zeros((len(lines), width), dtype=torch.long)
     out_seg = torch.full((len(lines), width), -1, dtype=torch.long)
     starts: list[tuple[int, int]] = [(0, 0)] * len(segments)
+    spans: list[list[tuple[int, int, bool]]] = []
     for r, line in enumerate(lines):
         at = 0
+        spans.append([])
         for seg, i in enumerate(line):
             s, n = segments[i], len(segments[i].ids)
             out_ids[r, at:at + n], out_pos[r, at:at + n] = torch.tensor(s.ids), torch.tensor(s.pos)
             out_branch[r, at:at + n] = torch.tensor(s.branch)
             out_seg[r, at:at + n] = seg
             starts[i] = (r, at)
+            spans[r].append((at, at + n, max(s.branch) <= 1))
             at += n
     sq, sk = out_seg[:, :, None], out_seg[:, None, :]
     q, k = out_branch[:, :, None], out_branch[:, None, :]
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     allowed = causal & (sk >= 0) & (sk == sq) & ((k == 0) | (k == q))
     allowed |= torch.eye(width, dtype=torch.bool) & (sq < 0)  # padding attends itself only
-    return Packing(out_ids, out_pos, allowed[:, None], starts, int((out_seg >= 0).sum()))
+    return Packing(out_ids, out_pos, allowed[:, None], starts, int((out_seg >= 0).sum()), spans)
 
 
 def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor] | None:
@@ -169,7 +180,8 @@ def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dic
     Returns ``input_ids``, ``labels``, ``position_ids`` (R × W) and ``attention_mask`` (R × 1 × W × W, bool, True
     where a query may attend a key). A group is laid out as its trunk, then each member's remaining tokens
     (:func:`tree`); groups are packed several to a row (:func:`pack_segments`), and attend only within themselves.
-    ``computed_tokens`` is the number of real positions (the trunk counted once).
+    ``computed_tokens`` is the number of real positions (the trunk counted once); ``segments`` the packing's
+    spans, for :func:`segment_attention`.
     """
     groups = share_groups([ids[:prompt_length(labels)] for ids, labels in examples])
     if all(len(g.members) == 1 for g in groups):
@@ -190,7 +202,8 @@ def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dic
     for (r, at), seg_labels in zip(packing.starts, labels, strict=True):
         out_labels[r, at:at + len(seg_labels)] = torch.tensor(seg_labels)
     return {"input_ids": packing.input_ids, "labels": out_labels, "position_ids": packing.position_ids,
-            "attention_mask": packing.attention_mask, "computed_tokens": packing.computed_tokens}
+            "attention_mask": packing.attention_mask, "computed_tokens": packing.computed_tokens,
+            "segments": packing.spans}
 
 
 def supports_packing(model: Any, max_len: int) -> bool:
@@ -214,3 +227,61 @@ def model_mask(model: Any, allowed: torch.Tensor) -> torch.Tensor:
     weights = [p for p in base.get_decoder().parameters() if p.is_floating_point()]
     dtype = next((p.dtype for p in weights if not p.requires_grad), weights[0].dtype)
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _segmented(spans: list[list[tuple[int, int, bool]]], fallback: Callable) -> Callable:
+    """An SDPA attention function (transformers' ``AttentionInterface`` signature) for a packed batch laid out as
+    ``spans``: each segment's queries attend its own keys, under its block of the mask (or causally, without a
+    mask, where the block is plain causal), grouped-query heads unrepeated. Padding positions get zeros (no real
+    position attends them). Anything else (a cache, a mask of another shape) goes to ``fallback``."""
+
+    def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                  **kwargs: Any) -> tuple[torch.Tensor, None]:
+        rows, heads, width, dim = query.shape
+        if (attention_mask is None or attention_mask.dtype != torch.bool
+                or tuple(attention_mask.shape) != (rows, 1, width, width) or key.shape[2] != width
+                or len(spans) != rows):
+            return fallback(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        out = query.new_zeros((rows, width, heads, value.shape[-1]))
+        for r, row in enumerate(spans):
+            for a, b, causal in row:
+                block = F.scaled_dot_product_attention(
+                    query[r:r + 1, :, a:b], key[r:r + 1, :, a:b], value[r:r + 1, :, a:b],
+                    attn_mask=None if causal else attention_mask[r:r + 1, :, a:b, a:b], dropout_p=dropout,
+                    is_causal=causal, scale=scaling, enable_gqa=key.shape[1] != heads)
+                out[r, a:b] = block[0].transpose(0, 1)
+        return out, None
+
+    return attention
+
+
+@contextmanager
+def segment_attention(spans: list[list[tuple[int, int, bool]]] | None) -> Iterator[None]:
+    """Within the block, a model with SDPA attention runs a packed forward (a :class:`Packing`'s mask, laid out
+    as its ``spans``) segment by segment.
+
+    SDPA over a whole packed row computes every query against every key of the row and masks most of them out:
+    a row holding two segments costs twice the attention it needs, and the CPU kernel skips nothing under an
+    explicit mask. Per segment, the work is each segment's own square (its causal triangle where the segment is
+    plain causal), and the result is the same up to float rounding (tested). transformers looks its attention
+    function up by name at every forward, so the block swaps the ``"sdpa"`` entry of ``ALL_ATTENTION_FUNCTIONS``
+    and puts back what was there on the way out, error or not; ``spans`` None or empty changes nothing. Eager
+    attention is untouched (its additive mask is already exact). A forward recomputed after the block (gradient
+    checkpointing in backward) takes the whole-row path: the same values up to rounding.
+    """
+    if not spans:
+        yield
+        return
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS as FUNCTIONS
+
+    local = FUNCTIONS._local_mapping  # the instance's own overrides (transformers' GeneralInterface)
+    had, previous = "sdpa" in local, local.get("sdpa")
+    FUNCTIONS["sdpa"] = _segmented(spans, FUNCTIONS["sdpa"])
+    try:
+        yield
+    finally:
+        if had:
+            FUNCTIONS["sdpa"] = previous
+        else:
+            del FUNCTIONS["sdpa"]

@@ -41,7 +41,7 @@ from torch.utils.checkpoint import checkpoint
 from ftbench.distributed import Dist
 from ftbench.io import ConfigError, DataError, write_json
 from ftbench.params import TrainParams
-from ftbench.prefix import model_mask, pack_shared, prompt_length, share_groups, supports_packing
+from ftbench.prefix import model_mask, pack_shared, prompt_length, segment_attention, share_groups, supports_packing
 from ftbench.prompts import fit_context, render_prompt
 from ftbench.registry import base_model
 
@@ -281,15 +281,17 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     the hidden states of labelled positions (the answer tokens with ``completion_only_loss``): on the
     QA data a handful of positions out of ~120, and the head is the largest matmul of a small model.
     A batch from :func:`ftbench.prefix.pack_shared` (4-D mask, ``position_ids``) gives the same sum as its
-    examples padded side by side. Past :data:`HEAD_CHUNK` positions the head runs in chunks whose logits
-    are recomputed in backward.
+    examples padded side by side, its attention run segment by segment (:func:`ftbench.prefix.segment_attention`,
+    ``batch["segments"]``). Past :data:`HEAD_CHUNK` positions the head runs in chunks whose logits are
+    recomputed in backward.
     """
     decoder, head = _decoder_and_head(model)
     mask, extra = batch["attention_mask"], {}
     if mask.dim() == 4:  # packed shared prefixes (prefix.pack_shared): bool "may attend"
         mask = model_mask(model, mask)
         extra["position_ids"] = batch["position_ids"]
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
+    with segment_attention(batch.get("segments") if mask.dim() == 4 else None):
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     hidden, labels = hidden[:, :-1][keep], labels[keep]
@@ -313,9 +315,10 @@ class AnswerLoss(torch.nn.Module):
         self._no_split_modules = getattr(base, "_no_split_modules", None)  # FSDP wraps these blocks one by one
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None,
+                segments: list[list[tuple[int, int, bool]]] | None = None) -> torch.Tensor:
         return answer_loss(self.model, {"input_ids": input_ids, "attention_mask": attention_mask,
-                                        "labels": labels, "position_ids": position_ids})[0]
+                                        "labels": labels, "position_ids": position_ids, "segments": segments})[0]
 
 
 def seed_everything(seed: int) -> None:
@@ -404,6 +407,11 @@ def crash_drill(step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _to(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    """A micro-batch's tensors on ``device`` (its packing's ``segments`` spans are plain Python)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[int]], *, pad_id: int,
                     device: str, dist: Dist | None = None, share_prefix: bool = False) -> dict:
     """Forward and backward of one optimizer step's micro-batches; gradients accumulate in ``.grad``.
@@ -436,7 +444,7 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
         computed, tokens = batch.pop("computed_tokens"), sum(len(data[i].input_ids) for i in mine)
         done["positions"] += weight * batch["input_ids"].numel()
         done["computed"] += weight * computed
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = _to(batch, device)
         with dist.no_sync(model, skip=j < len(micro_batches) - 1):
             loss_sum = forward(**batch)
             loss = loss_sum / max(n_step, 1)
@@ -596,7 +604,7 @@ def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, 
         part = data[i:i + batch_size]
         batch = micro_batch(part, pad_id, share_prefix and supports_packing(model, max(len(e.input_ids) for e in part)))
         batch.pop("computed_tokens")
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = _to(batch, device)
         total += float(forward(**batch))
         count += int((batch["labels"][:, 1:] != IGNORE).sum())
     return total / count if count else None
