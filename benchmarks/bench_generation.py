@@ -1,7 +1,7 @@
 """Evaluation throughput: ftbench's batched generation vs a plain ``model.generate`` loop at batch size 1.
 
     python benchmarks/bench_generation.py [--n 32] [--model smollm2-135m|DIR] [--src SRC] [--old-src OLD/src]
-                                          [--sides ftbench,unshared,dynamic,wide,plain] [--repeat N]
+                                          [--sides ftbench,unshared,dynamic,wide,whole,plain] [--repeat N]
 
 Both sides answer the same first ``--n`` questions of data/processed/test.jsonl with the same prompts
 (``ftbench.generation.prompts_for``: eval.prompt, eval.system_prompt, contexts fitted to train.max_seq_len),
@@ -16,7 +16,9 @@ off (every prompt prefilled whole): what sharing the same document's prefix buys
 ftbench with ``static_cache=False`` (transformers' growing DynamicCache instead of the preallocated one):
 what writing the key/value cache in place buys. A fifth, ``wide``, is ftbench with ``weight_first=False``
 (every linear layer as ``F.linear``, also on the few rows of a decoding step): what
-``ftbench.skinny.weight_first`` buys. ``--old-src`` adds ftbench's generation imported from an
+``ftbench.skinny.weight_first`` buys. A sixth, ``whole``, is ftbench with the packed prefill's attention over
+whole packed rows instead of segment by segment (``ftbench.prefix.segment_attention`` off): what that buys.
+``--old-src`` adds ftbench's generation imported from an
 older checkout (``git worktree add``) as a last side: the issue's "2x main at 864b65d", measured in the
 same run. ``--sides`` picks sides (ftbench always runs); ``--repeat N`` runs them all N times, the order
 rotated each round, and prints the median [min, max] of each ratio over the rounds, the figure to quote on
@@ -95,6 +97,16 @@ def side_wide(s: Settings, args: argparse.Namespace) -> dict:
     return side_ftbench(s, args, weight_first=False)
 
 
+def side_whole(s: Settings, args: argparse.Namespace) -> dict:
+    """ftbench with the packed prefill's attention over whole rows (no ``prefix.segment_attention``)."""
+    from contextlib import nullcontext
+
+    from ftbench import generation
+
+    generation.segment_attention = lambda spans: nullcontext()  # this side's own process: nothing else sees it
+    return side_ftbench(s, args)
+
+
 def side_plain(s: Settings, args: argparse.Namespace) -> dict:
     import torch
 
@@ -121,7 +133,7 @@ def side_plain(s: Settings, args: argparse.Namespace) -> dict:
 
 
 SIDES = {"ftbench": side_ftbench, "unshared": side_unshared, "dynamic": side_dynamic, "wide": side_wide,
-         "plain": side_plain}
+         "whole": side_whole, "plain": side_plain}
 
 
 def main() -> None:
