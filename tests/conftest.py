@@ -112,3 +112,28 @@ def make_project(root: Path, model_dir: Path, **overrides) -> Path:
 def dvc_project(tmp_path, tiny_llama):
     """Factory: ``dvc_project(**param_overrides)`` → root of a fresh scratch project."""
     return lambda **overrides: make_project(tmp_path / "project", tiny_llama, **overrides)
+
+
+@pytest.fixture
+def segmented_calls(monkeypatch) -> dict[str, int]:
+    """Counts the attention calls that ran segment by segment (``prefix._segmented``) and those it handed to
+    transformers' whole-row function: evidence that a packed forward took the segmented path."""
+    calls = {"segmented": 0, "fallback": 0}
+    from ftbench import prefix
+
+    segmented = prefix._segmented
+
+    def counting(spans, fallback):
+        def counted_fallback(*a, **k):
+            calls["fallback"] += 1
+            return fallback(*a, **k)
+
+        inner = segmented(spans, counted_fallback)
+
+        def attention(*a, **k):
+            calls["segmented"] += 1
+            return inner(*a, **k)
+        return attention
+
+    monkeypatch.setattr(prefix, "_segmented", counting)
+    return calls

@@ -262,7 +262,8 @@ def test_shared_prefix_answers_equal_the_plain_batched_answers(arch, tiny_llama,
 
 
 @pytest.mark.parametrize("arch", ["llama", "llama-lora", "llama-eager"])
-def test_packed_prefill_gives_each_prompt_its_own_keys_and_values(arch, tiny_llama, tiny_mistral, monkeypatch):
+def test_packed_prefill_gives_each_prompt_its_own_keys_and_values(arch, tiny_llama, tiny_mistral, monkeypatch,
+                                                                   segmented_calls):
     """A batch of a 4-question document, a 2-question one and two prompts alone, prefilled in one packed
     forward (each shared prefix once): each row holds, right-aligned, the keys and values of its prompt but
     the last token run alone, in every layer, and the packed rows hold fewer positions than the prompts
@@ -277,6 +278,7 @@ def test_packed_prefill_gives_each_prompt_its_own_keys_and_values(arch, tiny_lla
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in _fleet_prompts(tok)]
     groups = share_groups(ids)
     assert sorted(len(g.members) for g in groups) == [1, 1, 2, 4]
+    calls = segmented_calls
     shapes = []
     pack = generation.pack_segments
     monkeypatch.setattr(generation, "pack_segments", lambda *a: shapes.append(pack(*a).input_ids.shape) or pack(*a))
@@ -284,6 +286,8 @@ def test_packed_prefill_gives_each_prompt_its_own_keys_and_values(arch, tiny_lla
         layers, width = generation._prefill_packed(model, ids, groups, tok.pad_token_id, "cpu")
         layers = list(layers)
         assert width == max(map(len, ids)) - 1 and len(layers) == model.config.num_hidden_layers
+        sdpa = arch != "llama-eager"  # eager attention never looks the SDPA function up
+        assert calls == {"segmented": model.config.num_hidden_layers if sdpa else 0, "fallback": 0}
         assert shapes[0].numel() < len(ids) * width
         for r, m in enumerate(m for g in groups for m in g.members):
             alone = DynamicCache()

@@ -4,6 +4,8 @@ trunk draws one dropout mask where the padded batch draws one per copy)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 from test_training import EXAMPLES as TRAINING_EXAMPLES
@@ -12,6 +14,7 @@ from test_training import NO_DROPOUT, build, cfg
 from ftbench import prefix, training
 from ftbench.params import FullParams
 from ftbench.prefix import IGNORE, pack_shared, prompt_length, segment_attention, share_groups
+from ftbench.registry import base_model
 from ftbench.training import (
     accumulate_step,
     batch_plan,
@@ -79,12 +82,19 @@ def test_pack_shared_layout_mask_and_positions():
     assert pack_shared([a, c], pad_id=0) is None  # nothing shared: the caller pads as usual
 
 
-@pytest.mark.parametrize("arch,method", [("llama", "lora"), ("mistral", "lora"), ("llama", "top_layer"),
-                                         ("llama", "qlora"), ("llama", "full")])
-def test_packed_micro_batch_has_the_padded_loss_and_gradients(request, shared_data, smollm_tokenizer, arch, method):
-    """Also ``full``, where no parameter is frozen (the packed mask's dtype cannot come from a frozen one)."""
+@pytest.mark.parametrize("arch,method,checkpointing", [
+    ("llama", "lora", False), ("mistral", "lora", False), ("llama", "top_layer", False), ("llama", "qlora", False),
+    ("llama", "full", False), ("llama", "lora", True), ("llama", "top_layer", True)])
+def test_packed_micro_batch_has_the_padded_loss_and_gradients(request, shared_data, smollm_tokenizer,
+                                                              segmented_calls, arch, method, checkpointing):
+    """Also ``full``, where no parameter is frozen (the packed mask's dtype cannot come from a frozen one), and
+    with gradient checkpointing, whose backward runs the packed forward again (segment by segment too: the
+    whole-row path saves other tensors, which checkpointing refuses). Every attention call of the packed
+    forwards runs segment by segment."""
     path = request.getfixturevalue(f"tiny_{arch}")
-    model = build(path, method, **({"cfg": FullParams()} if method == "full" else {}))
+    model = build(path, method, gradient_checkpointing=checkpointing,
+                  **({"cfg": FullParams()} if method == "full" else {}))
+    calls = segmented_calls
     if method == "lora":  # B starts at zero: move it, so the adapter's gradient path is not trivially zero
         with torch.no_grad():
             for n, p in model.named_parameters():
@@ -99,6 +109,9 @@ def test_packed_micro_batch_has_the_padded_loss_and_gradients(request, shared_da
                                share_prefix=share)
         grads[share] = (done, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     (plain, g0), (packed, g1) = grads[False], grads[True]
+    layers = base_model(model).config.num_hidden_layers  # the padded run never enters the segmented path
+    assert calls["fallback"] == 0, calls
+    assert calls["segmented"] > layers if checkpointing else calls["segmented"] == layers, calls  # + recomputed
     assert packed["loss"] == pytest.approx(plain["loss"], rel=1e-5)
     assert packed["tokens"] == plain["tokens"] and packed["samples"] == plain["samples"] == len(batch)
     assert packed["computed"] < 0.8 * plain["computed"] and plain["computed"] == plain["tokens"]
@@ -266,6 +279,9 @@ def test_segment_attention_gives_the_whole_row_hidden_states_segment_by_segment(
         for a, b, _ in row:
             real[r, a:b] = True
     assert not real.all()  # some padding, which no real position attends
+    assert int(real.sum()) == packed["computed_tokens"]  # the spans cover every real position, each once
+    for row in spans:
+        assert row[0][0] == 0 and all(a0 < b0 <= a1 for (a0, b0, _), (a1, _, _) in pairwise(row))
 
     calls = {"segment": 0, "masked": 0, "fallback": 0}
     segmented = prefix._segmented

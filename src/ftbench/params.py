@@ -362,7 +362,7 @@ class TrainParams:
 @dataclass
 class EvalParams:
     max_new_tokens: int = 24
-    batch_size: int = 16
+    batch_size: int = 64
     prompt: str = "chat"
     system_prompt: str | None = "Answer with the exact words from the context, nothing else."
     bertscore_model: str | None = "default"

@@ -173,7 +173,7 @@ def pack_segments(segments: list[Segment], pad_id: int) -> Packing:
     return Packing(out_ids, out_pos, allowed[:, None], starts, int((out_seg >= 0).sum()), spans)
 
 
-def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor] | None:
+def pack_shared(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any] | None:
     """A training micro-batch of ``(input_ids, labels)`` pairs with shared prompt prefixes packed, or None when
     no two examples share one (the caller then pads them as usual).
 
@@ -229,11 +229,17 @@ def model_mask(model: Any, allowed: torch.Tensor) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+#: Attention arguments that change the scores; transformers' SDPA function applies them (or refuses them).
+_SCORE_MODIFIERS = ("position_bias", "softcap", "s_aux", "sinks")
+
+
 def _segmented(spans: list[list[tuple[int, int, bool]]], fallback: Callable) -> Callable:
     """An SDPA attention function (transformers' ``AttentionInterface`` signature) for a packed batch laid out as
     ``spans``: each segment's queries attend its own keys, under its block of the mask (or causally, without a
-    mask, where the block is plain causal), grouped-query heads unrepeated. Padding positions get zeros (no real
-    position attends them). Anything else (a cache, a mask of another shape) goes to ``fallback``."""
+    mask, where the block is plain causal), grouped-query heads unrepeated on the CPU and without a mask (where
+    SDPA's kernels take them so). Padding positions get zeros (no real position attends them). Anything else (a
+    cache, a mask of another shape, a score modifier such as a position bias or a soft cap, which only
+    transformers' own function applies or refuses) goes to ``fallback``."""
 
     def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
@@ -241,15 +247,20 @@ def _segmented(spans: list[list[tuple[int, int, bool]]], fallback: Callable) -> 
         rows, heads, width, dim = query.shape
         if (attention_mask is None or attention_mask.dtype != torch.bool
                 or tuple(attention_mask.shape) != (rows, 1, width, width) or key.shape[2] != width
-                or len(spans) != rows):
+                or len(spans) != rows or any(kwargs.get(k) is not None for k in _SCORE_MODIFIERS)):
             return fallback(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        groups = heads // key.shape[1]
         out = query.new_zeros((rows, width, heads, value.shape[-1]))
         for r, row in enumerate(spans):
             for a, b, causal in row:
-                block = F.scaled_dot_product_attention(
-                    query[r:r + 1, :, a:b], key[r:r + 1, :, a:b], value[r:r + 1, :, a:b],
-                    attn_mask=None if causal else attention_mask[r:r + 1, :, a:b, a:b], dropout_p=dropout,
-                    is_causal=causal, scale=scaling, enable_gqa=key.shape[1] != heads)
+                mask = None if causal else attention_mask[r:r + 1, :, a:b, a:b]
+                k, v = key[r:r + 1, :, a:b], value[r:r + 1, :, a:b]
+                gqa = groups > 1 and (mask is None or query.device.type == "cpu")
+                if groups > 1 and not gqa:  # a GPU kernel with a mask takes repeated heads, not enable_gqa
+                    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+                block = F.scaled_dot_product_attention(query[r:r + 1, :, a:b], k, v, attn_mask=mask,
+                                                       dropout_p=dropout, is_causal=causal, scale=scaling,
+                                                       enable_gqa=gqa)
                 out[r, a:b] = block[0].transpose(0, 1)
         return out, None
 
@@ -267,8 +278,9 @@ def segment_attention(spans: list[list[tuple[int, int, bool]]] | None) -> Iterat
     plain causal), and the result is the same up to float rounding (tested). transformers looks its attention
     function up by name at every forward, so the block swaps the ``"sdpa"`` entry of ``ALL_ATTENTION_FUNCTIONS``
     and puts back what was there on the way out, error or not; ``spans`` None or empty changes nothing. Eager
-    attention is untouched (its additive mask is already exact). A forward recomputed after the block (gradient
-    checkpointing in backward) takes the whole-row path: the same values up to rounding.
+    attention is untouched (its additive mask is already exact). With gradient checkpointing, backward runs the
+    forward again: it must run within the same block (``training.accumulate_step`` holds it through backward),
+    since the whole-row path saves other tensors than the segmented one and checkpointing refuses the mismatch.
     """
     if not spans:
         yield

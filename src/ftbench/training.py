@@ -274,24 +274,23 @@ def _head_loss_sum(head: Any, hidden: torch.Tensor, labels: torch.Tensor) -> tor
     return F.cross_entropy(head(hidden).float(), labels, reduction="sum")
 
 
-def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the labelled positions, and their number.
 
     The same value as ``model(**batch).loss × n`` within float error, but the output head runs only on
     the hidden states of labelled positions (the answer tokens with ``completion_only_loss``): on the
     QA data a handful of positions out of ~120, and the head is the largest matmul of a small model.
     A batch from :func:`ftbench.prefix.pack_shared` (4-D mask, ``position_ids``) gives the same sum as its
-    examples padded side by side, its attention run segment by segment (:func:`ftbench.prefix.segment_attention`,
-    ``batch["segments"]``). Past :data:`HEAD_CHUNK` positions the head runs in chunks whose logits are
-    recomputed in backward.
+    examples padded side by side; within :func:`ftbench.prefix.segment_attention` (which :func:`accumulate_step`
+    holds around forward and backward, and :func:`eval_loss` around forward) its attention runs segment by
+    segment. Past :data:`HEAD_CHUNK` positions the head runs in chunks whose logits are recomputed in backward.
     """
     decoder, head = _decoder_and_head(model)
     mask, extra = batch["attention_mask"], {}
     if mask.dim() == 4:  # packed shared prefixes (prefix.pack_shared): bool "may attend"
         mask = model_mask(model, mask)
         extra["position_ids"] = batch["position_ids"]
-    with segment_attention(batch.get("segments") if mask.dim() == 4 else None):
-        hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False, **extra).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     hidden, labels = hidden[:, :-1][keep], labels[keep]
@@ -315,10 +314,9 @@ class AnswerLoss(torch.nn.Module):
         self._no_split_modules = getattr(base, "_no_split_modules", None)  # FSDP wraps these blocks one by one
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                position_ids: torch.Tensor | None = None,
-                segments: list[list[tuple[int, int, bool]]] | None = None) -> torch.Tensor:
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
         return answer_loss(self.model, {"input_ids": input_ids, "attention_mask": attention_mask,
-                                        "labels": labels, "position_ids": position_ids, "segments": segments})[0]
+                                        "labels": labels, "position_ids": position_ids})[0]
 
 
 def seed_everything(seed: int) -> None:
@@ -407,11 +405,6 @@ def crash_drill(step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _to(batch: dict[str, Any], device: str) -> dict[str, Any]:
-    """A micro-batch's tensors on ``device`` (its packing's ``segments`` spans are plain Python)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[int]], *, pad_id: int,
                     device: str, dist: Dist | None = None, share_prefix: bool = False) -> dict:
     """Forward and backward of one optimizer step's micro-batches; gradients accumulate in ``.grad``.
@@ -428,8 +421,10 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
     summed over ranks.
 
     With ``share_prefix`` a micro-batch whose examples share a prompt prefix runs packed
-    (:func:`ftbench.prefix.pack_shared`): same loss and gradients, the prefix computed once. ``tokens``
-    counts the examples' tokens either way; ``computed`` the positions run, ``positions`` those plus padding.
+    (:func:`ftbench.prefix.pack_shared`): same loss and gradients, the prefix computed once, its attention
+    segment by segment (:func:`ftbench.prefix.segment_attention`, held through backward too, where gradient
+    checkpointing runs the forward again). ``tokens`` counts the examples' tokens either way; ``computed`` the
+    positions run, ``positions`` those plus padding.
     """
     dist = dist or Dist()
     n_step = sum(data[i].n_labels for b in micro_batches for i in b)
@@ -444,8 +439,9 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
         computed, tokens = batch.pop("computed_tokens"), sum(len(data[i].input_ids) for i in mine)
         done["positions"] += weight * batch["input_ids"].numel()
         done["computed"] += weight * computed
-        batch = _to(batch, device)
-        with dist.no_sync(model, skip=j < len(micro_batches) - 1):
+        segments = batch.pop("segments", None)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with dist.no_sync(model, skip=j < len(micro_batches) - 1), segment_attention(segments):
             loss_sum = forward(**batch)
             loss = loss_sum / max(n_step, 1)
             if dist.world_size > 1:
@@ -604,8 +600,10 @@ def eval_loss(model: Any, data: list[Encoded], *, batch_size: int, pad_id: int, 
         part = data[i:i + batch_size]
         batch = micro_batch(part, pad_id, share_prefix and supports_packing(model, max(len(e.input_ids) for e in part)))
         batch.pop("computed_tokens")
-        batch = _to(batch, device)
-        total += float(forward(**batch))
+        segments = batch.pop("segments", None)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with segment_attention(segments):
+            total += float(forward(**batch))
         count += int((batch["labels"][:, 1:] != IGNORE).sum())
     return total / count if count else None
 
