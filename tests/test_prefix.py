@@ -259,8 +259,8 @@ def test_training_in_micro_batches_under_a_position_budget_gives_the_same_weight
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral"])
-def test_segment_attention_gives_the_whole_row_hidden_states_segment_by_segment(request, shared_data,
-                                                                                 smollm_tokenizer, monkeypatch, arch):
+def test_segment_attention_gives_the_whole_row_hidden_states_segment_by_segment(request, shared_data, smollm_tokenizer,
+                                                                                 monkeypatch, segmented_calls, arch):
     """A packed batch run under segment_attention: the hidden state of every real position equals the one
     computed with SDPA over whole rows under the packed mask, the per-segment path really ran (one SDPA call per
     segment and layer, never the fallback), a causal segment is run without a mask, and transformers' own SDPA
@@ -283,15 +283,7 @@ def test_segment_attention_gives_the_whole_row_hidden_states_segment_by_segment(
     for row in spans:
         assert row[0][0] == 0 and all(a0 < b0 <= a1 for (a0, b0, _), (a1, _, _) in pairwise(row))
 
-    calls = {"segment": 0, "masked": 0, "fallback": 0}
-    segmented = prefix._segmented
-
-    def counting(spans, fallback):
-        def counted_fallback(*a, **k):
-            calls["fallback"] += 1
-            return fallback(*a, **k)
-        return segmented(spans, counted_fallback)
-
+    calls = {"segment": 0, "masked": 0}
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
     def spy(q, k, v, attn_mask=None, **kw):
@@ -306,13 +298,12 @@ def test_segment_attention_gives_the_whole_row_hidden_states_segment_by_segment(
 
     whole = hidden()
     original = ALL_ATTENTION_FUNCTIONS["sdpa"]
-    monkeypatch.setattr(prefix, "_segmented", counting)
     monkeypatch.setattr(prefix.F, "scaled_dot_product_attention", spy)
     with segment_attention(spans):
         per_segment = hidden()
     layers, segments = model.config.num_hidden_layers, sum(len(row) for row in spans)
-    assert calls == {"segment": layers * segments, "fallback": 0,
-                     "masked": layers * sum(not c for row in spans for _, _, c in row)}
+    assert segmented_calls == {"segmented": layers, "fallback": 0}
+    assert calls == {"segment": layers * segments, "masked": layers * sum(not c for row in spans for _, _, c in row)}
     torch.testing.assert_close(per_segment[real], whole[real], rtol=1e-5, atol=1e-5)
     assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original
     with pytest.raises(RuntimeError), segment_attention(spans):
