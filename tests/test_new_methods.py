@@ -209,3 +209,27 @@ def test_full_through_the_train_and_evaluate_stages(tmp_path, tiny_llama):
     assert (root / f"models/tiny/full-s42/{TOP_LAYER_FILE}").is_file()
     ev = json.loads((root / "metrics/runs/tiny/full-s42/eval.json").read_text())
     assert ev["n"] == 8 and 0 <= ev["f1"] <= 1
+
+
+def test_weight_methods_never_import_peft_or_bitsandbytes(tiny_llama, tmp_path):
+    """The top-layer and full runs train and ship plain weights: building, saving and reloading them must not pay
+    for importing peft and bitsandbytes (~3 s in every such stage), which the adapter methods need."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, torch
+from pathlib import Path
+from ftbench.methods import load_tuned, prepare, save_trained
+from ftbench.params import FullParams, ModelSpec, TopLayerParams
+for method, cfg in (("top_layer", TopLayerParams()), ("full", FullParams())):
+    out = Path({str(tmp_path)!r}) / method
+    out.mkdir()
+    model = prepare(method, "tiny", ModelSpec(path={str(tiny_llama)!r}), cfg, dtype=torch.float32, device="cpu")
+    save_trained(model, method, out, {{"method": method}})
+    load_tuned(method, "tiny", ModelSpec(path={str(tiny_llama)!r}), cfg, out, dtype=torch.float32, device="cpu")
+print(sorted(m for m in ("peft", "bitsandbytes") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "[]"

@@ -315,3 +315,16 @@ def test_gpu_without_nvml(monkeypatch: pytest.MonkeyPatch, fake_cuda: None) -> N
     assert s["device"] == "cuda:Fake H200"
     assert s["gpu_peak_memory_allocated_mb"] == pytest.approx(1536.0)  # torch still knows
     assert s["gpu_power_mean_w"] is None and s["energy_j"] is None and s["energy_source"] is None
+
+
+def test_environment_asks_bitsandbytes_only_when_the_run_loaded_it():
+    """A run that never loads bitsandbytes (baseline, top layer) does not import it to fill one flag (~1.3 s
+    per stage): the flag is null there. Once loaded (QLoRA, or via peft), its kernel choice is reported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ftbench.resources import environment; e = environment(); "
+            "print(e['cpu_avx512bf16'], 'bitsandbytes' in sys.modules); "
+            "import bitsandbytes; print(type(environment()['cpu_avx512bf16']).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["None", "False", "bool"]

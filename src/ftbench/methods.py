@@ -320,13 +320,15 @@ def load_tuned(method: str, name: str, spec: ModelSpec, cfg: Any, artifact: Path
     left to run at every generated token. QLoRA stays a quantised base plus adapter: merging into
     4-bit (or int8) weights would round the update away. ``merge=False`` keeps the adapter separate.
     """
-    from peft import PeftModel
-
     if method == "qlora":
+        from peft import PeftModel  # imported where used: ~3 s, and the top layer and full runs never need it
+
         base = load_model(name, spec, dtype=dtype, device=device, quantization_config=quantization_config(cfg, device))
         return PeftModel.from_pretrained(base, artifact)
     base = load_model(name, spec, dtype=dtype, device=device)
     if method in ADAPTER_METHODS:  # lora, dora (peft merges the magnitude too), lora_all
+        from peft import PeftModel
+
         model = PeftModel.from_pretrained(base, artifact)
         return model.merge_and_unload() if merge else model
     if method in ("top_layer", "full"):

@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -638,12 +639,14 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return None
 
-    try:
-        from bitsandbytes.nn.modules import has_avx512bf16
+    avx512bf16 = None  # unknown: bitsandbytes absent, without its CPU library, or not used by this run
+    if "bitsandbytes" in sys.modules:  # loaded by the run (QLoRA, or peft): its kernel choice is the run's
+        try:  # importing it only to ask would cost a stage that never uses it ~1.3 s (it imports torch._inductor)
+            from bitsandbytes.nn.modules import has_avx512bf16
 
-        avx512bf16 = bool(has_avx512bf16())
-    except Exception:  # bitsandbytes absent or without its CPU library: the flag is unknown
-        avx512bf16 = None
+            avx512bf16 = bool(has_avx512bf16())
+        except Exception:
+            pass
     return {
         "python": platform.python_version(),
         **{name: version(name) for name in ("torch", "transformers", "peft", "bitsandbytes")},
