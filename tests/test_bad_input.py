@@ -170,33 +170,26 @@ def test_bad_param_fails_cleanly_and_keeps_previous_outputs(case, tmp_path):
     test_bad_input_fails_cleanly_and_keeps_previous_outputs(case, tmp_path)
 
 
-def test_stage_main_freezes_the_heap_before_and_after_the_stage(capsys):
+def test_stage_main_freezes_the_heap_before_and_after_the_stage():
     """``stage.main`` hands what is alive to the permanent generation before the stage runs (imports) and after
-    it (what the stage built, which the exit would otherwise walk); an error still exits with code 2."""
-    import gc
-
-    from ftbench.io import ConfigError
-    from ftbench.stage import main
-
-    seen = {}
-    built = []
-
-    def stage() -> None:
-        seen["frozen_before"] = gc.get_freeze_count()
-        built.extend([[i] for i in range(10_000)])  # objects the stage makes, tracked by the collector
-
-    gc.unfreeze()
-    try:
-        main(stage)
-        assert seen["frozen_before"] > 0
-        assert gc.get_freeze_count() >= seen["frozen_before"] + len(built)
-
-        def failing() -> None:
-            raise ConfigError("bad knob", fix="set it right")
-
-        with pytest.raises(SystemExit) as exit_info:
-            main(failing)
-        assert exit_info.value.code == 2
-        assert "bad knob" in capsys.readouterr().err
-    finally:
-        gc.unfreeze()  # the test process goes on collecting as before
+    it (what the stage built, which the exit would otherwise walk); an error still exits with code 2. Run in a
+    subprocess: ``main`` also sets loggers and the collector for the whole process."""
+    code = """
+import gc, sys
+from ftbench.io import ConfigError
+from ftbench.stage import main
+gc.unfreeze()
+seen, built = {}, []
+def stage():
+    seen["before"] = gc.get_freeze_count()
+    built.extend([[i] for i in range(10_000)])  # objects the stage makes, tracked by the collector
+main(stage)
+print(seen["before"] > 0, gc.get_freeze_count() >= seen["before"] + len(built))
+def failing():
+    raise ConfigError("bad knob", fix="set it right")
+main(failing)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True True"
+    assert "bad knob" in proc.stderr

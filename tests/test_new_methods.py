@@ -232,4 +232,4 @@ print(sorted(m for m in ("peft", "bitsandbytes") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[-2] == "[]"
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -42,6 +42,9 @@ def test_every_stage_output_exists_and_is_sane(repro_project):
     assert data["splits"]["train"]["qa_pairs"] == 16 and data["splits"]["test"]["qa_pairs"] == 8
     base = json.loads((root / "metrics/runs/tiny/baseline/eval.json").read_text())
     assert base["n"] == 8 and 0 <= base["f1"] <= 1 and base["method"] == "baseline"
+    # bitsandbytes is asked for its CPU flag only where the run loaded it (LoRA, through peft): a stage that
+    # needs neither peft nor bitsandbytes does not import them (~3 s each time), so its flag stays null
+    assert base["env"]["cpu_avx512bf16"] is None
     for method, artifact in (("lora", "adapter_model.safetensors"), ("top_layer", "tuned_layers.safetensors")):
         assert (root / f"models/tiny/{method}-s42/{artifact}").exists()
         train = json.loads((root / f"metrics/runs/tiny/{method}-s42/train.json").read_text())
@@ -52,6 +55,8 @@ def test_every_stage_output_exists_and_is_sane(repro_project):
         assert loss.splitlines()[0].split("\t")[:2] == ["step", "loss"] and len(loss.splitlines()) == 5
         ev = json.loads((root / f"metrics/runs/tiny/{method}-s42/eval.json").read_text())
         assert ev["n"] == 8 and set(ev["ci95"]) >= {"f1", "bleu", "rougeL"}
+        flag = bool if method == "lora" else type(None)
+        assert isinstance(train["env"]["cpu_avx512bf16"], flag) and isinstance(ev["env"]["cpu_avx512bf16"], flag)
         preds = (root / f"predictions/tiny/{method}-s42.jsonl").read_text().splitlines()
         assert len(preds) == 8 and {"question", "reference", "answer", "f1"} <= set(json.loads(preds[0]))
     comparison = json.loads((root / "metrics/comparison.json").read_text())

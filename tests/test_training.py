@@ -459,3 +459,28 @@ def test_training_lowers_the_loss_and_the_saved_model_reproduces_it(tiny_llama, 
                               merge=False)
         assert hasattr(unmerged, "peft_config")
         torch.testing.assert_close(_logits(reloaded, fixed), _logits(unmerged, fixed), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("warmup", "total"), [(0, 1), (1, 1), (3, 45), (5, 45), (0, 10), (45, 45)])
+def test_linear_warmup_schedule_is_transformers_own(warmup, total):
+    """ftbench's schedule (kept out of transformers' trainer utilities, whose import pulls in peft and
+    bitsandbytes) gives exactly the learning rates of transformers' ``get_linear_schedule_with_warmup``, past the
+    end included, through ``step`` and through a state-dict round trip (a resumed run)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from ftbench.training import linear_warmup_schedule
+
+    def rates(make):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.AdamW([p], lr=1e-3)
+        sched = make(opt, warmup, total)
+        out = []
+        for _ in range(total + 2):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        resumed = make(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3), warmup, total)
+        resumed.load_state_dict(sched.state_dict())
+        return out, resumed.get_last_lr()
+
+    assert rates(linear_warmup_schedule) == rates(get_linear_schedule_with_warmup)

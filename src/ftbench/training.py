@@ -459,6 +459,20 @@ def accumulate_step(model: Any, data: list[Encoded], micro_batches: list[list[in
 _PROGRESS = ("step", "tokens", "answer_tokens", "samples", "computed", "positions", "micro_batches", "seconds")
 
 
+def linear_warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                           total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' ``get_linear_schedule_with_warmup``, factor for factor (tested): the rate rises linearly over
+    ``warmup_steps``, then falls linearly to 0 at ``total_steps``. Here because importing transformers' own imports
+    its trainer utilities, and with them peft and bitsandbytes (~3 s), in runs that need neither (top layer, full).
+    """
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return float(step) / float(max(1, warmup_steps))
+        return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed: int, pad_id: int, device: str,
           checkpointer: Checkpointer | None = None, log: Callable[[int, dict], None] | None = None,
           energy_j: Callable[[], float | None] | None = None, dist: Dist | None = None) -> TrainResult:
@@ -472,8 +486,6 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
     micro-batches of ``batch_size × world_size``, only rank 0 logs and writes checkpoints, and the wrapped
     model is left in ``dist.wrapped`` (FSDP's full parameters are gathered through it to save the result).
     """
-    from transformers import get_linear_schedule_with_warmup
-
     if not data:
         raise DataError("no training example is left after encoding",
                         fix="check data/processed/train.jsonl and train.max_seq_len")
@@ -490,7 +502,7 @@ def train(model: Any, data: list[Encoded], cfg: TrainParams, *, lr: float, seed:
                       units=sharing_units(data) if share else None)
     steps = [plan[i:i + cfg.grad_accum] for i in range(0, len(plan), cfg.grad_accum)]
     per_epoch = math.ceil(len(data) / global_bs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * len(steps)), len(steps))
+    scheduler = linear_warmup_schedule(optimizer, math.ceil(cfg.warmup_ratio * len(steps)), len(steps))
     # whole trainable weights by name, for checkpoints (sharded backends checkpoint through accelerate)
     named = {} if dist.sharded else {n: p for n, p in dist.unwrap(wrapped).model.named_parameters() if p.requires_grad}
 
