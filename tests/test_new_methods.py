@@ -212,8 +212,8 @@ def test_full_through_the_train_and_evaluate_stages(tmp_path, tiny_llama):
 
 
 def test_weight_methods_never_import_peft_or_bitsandbytes(tiny_llama, tmp_path):
-    """The top-layer and full runs train and ship plain weights: building, saving and reloading them must not pay
-    for importing peft and bitsandbytes (~3 s in every such stage), which the adapter methods need."""
+    """The top-layer and full runs train and ship plain weights: building, training, saving and reloading them must
+    not pay for importing peft and bitsandbytes (~3 s in every such stage), which the adapter methods need."""
     import subprocess
     import sys
 
@@ -221,11 +221,19 @@ def test_weight_methods_never_import_peft_or_bitsandbytes(tiny_llama, tmp_path):
 import sys, torch
 from pathlib import Path
 from ftbench.methods import load_tuned, prepare, save_trained
-from ftbench.params import FullParams, ModelSpec, TopLayerParams
+from ftbench.params import FullParams, ModelSpec, TopLayerParams, TrainParams
+from ftbench.training import encode_examples, train
+from transformers import AutoTokenizer
+EXAMPLES = {EXAMPLES!r}
 for method, cfg in (("top_layer", TopLayerParams()), ("full", FullParams())):
     out = Path({str(tmp_path)!r}) / method
     out.mkdir()
     model = prepare(method, "tiny", ModelSpec(path={str(tiny_llama)!r}), cfg, dtype=torch.float32, device="cpu")
+    tok = AutoTokenizer.from_pretrained({str(tiny_llama)!r})
+    encoded = encode_examples(tok, EXAMPLES[:4], max_seq_len=64, style="alpaca", system_prompt=None,
+                              completion_only=True, counts={{}})
+    train(model, encoded, TrainParams(epochs=1, batch_size=2, checkpoint_every=0), lr=1e-3, seed=0,
+          pad_id=tok.pad_token_id, device="cpu")
     save_trained(model, method, out, {{"method": method}})
     load_tuned(method, "tiny", ModelSpec(path={str(tiny_llama)!r}), cfg, out, dtype=torch.float32, device="cpu")
 print(sorted(m for m in ("peft", "bitsandbytes") if m in sys.modules))

@@ -465,22 +465,29 @@ def test_training_lowers_the_loss_and_the_saved_model_reproduces_it(tiny_llama, 
 def test_linear_warmup_schedule_is_transformers_own(warmup, total):
     """ftbench's schedule (kept out of transformers' trainer utilities, whose import pulls in peft and
     bitsandbytes) gives exactly the learning rates of transformers' ``get_linear_schedule_with_warmup``, past the
-    end included, through ``step`` and through a state-dict round trip (a resumed run)."""
+    end included; and a run resumed halfway from either one's state dict into the other (a checkpoint written
+    before the switch, or read by older code) goes on with the same rates."""
     from transformers import get_linear_schedule_with_warmup
 
     from ftbench.training import linear_warmup_schedule
 
-    def rates(make):
-        p = torch.nn.Parameter(torch.zeros(1))
-        opt = torch.optim.AdamW([p], lr=1e-3)
-        sched = make(opt, warmup, total)
+    def rates(first, then=None, resume_at=None):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        sched = first(opt, warmup, total)
         out = []
-        for _ in range(total + 2):
+        for step in range(total + 2):
+            if step == resume_at:  # a new optimizer and scheduler take over from the saved state
+                state, opt = sched.state_dict(), torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+                sched = then(opt, warmup, total)
+                sched.load_state_dict(state)
+                opt.param_groups[0]["lr"] = sched.get_last_lr()[0]  # as the optimizer's own state dict restores it
             out.append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-        resumed = make(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3), warmup, total)
-        resumed.load_state_dict(sched.state_dict())
-        return out, resumed.get_last_lr()
+        return out
 
-    assert rates(linear_warmup_schedule) == rates(get_linear_schedule_with_warmup)
+    theirs = rates(get_linear_schedule_with_warmup)
+    assert rates(linear_warmup_schedule) == theirs
+    half = max(1, total // 2)
+    assert rates(get_linear_schedule_with_warmup, linear_warmup_schedule, resume_at=half) == theirs
+    assert rates(linear_warmup_schedule, get_linear_schedule_with_warmup, resume_at=half) == theirs

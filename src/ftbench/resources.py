@@ -639,10 +639,10 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return None
 
-    avx512bf16 = None  # unknown: bitsandbytes absent, without its CPU library, or not loaded by this run
-    if "bitsandbytes" in sys.modules:  # loaded by the run (QLoRA; peft loads it for LoRA): whether this CPU has
-        # the bf16 kernel's instructions, as bitsandbytes sees it (ftbench keeps that kernel off:
-        # registry.one_cpu_kernel_path). Importing it only to ask would cost a stage that never uses it ~1.3 s.
+    avx512bf16 = None  # unknown: bitsandbytes absent or not loaded by this run (false without its native library)
+    if "bitsandbytes" in sys.modules:  # loaded by the run (QLoRA; peft loads it for every adapter method):
+        # whether this CPU has the bf16 kernel's instructions, as bitsandbytes sees it (ftbench keeps that kernel
+        # off: registry.one_cpu_kernel_path). Importing it only to ask would cost a stage that never uses it ~1.3 s.
         try:
             from bitsandbytes.nn.modules import has_avx512bf16
 

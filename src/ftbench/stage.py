@@ -100,8 +100,8 @@ def main(fn: Callable[[], None]) -> None:
     # What is alive now (torch, transformers and the rest: ~0.5 M objects) lives until exit, so the garbage
     # collector's full passes need not walk it again; and once the stage is done, the interpreter's exit need not
     # walk what the stage built either (a loaded model): ~1.1 s -> ~0.2 s of exit in a model stage. Frozen objects
-    # are not finalised by that last collection; nothing relies on it (stages write and close their files, and
-    # release their monitors and locks, within ``fn``).
+    # are not finalised by that last collection; nothing relies on it (stages write and close their files and stop
+    # their monitors within ``fn``; the GPU lock is held to the end on purpose and dropped by the kernel at exit).
     gc.freeze()
     try:
         fn()
